@@ -1,0 +1,76 @@
+"""FrameExplorer: one frame per grid point, every slider linked to its stacks."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import ipywidgets as widgets  # noqa: E402
+import pytest  # noqa: E402
+
+from reslab.widgets import FrameExplorer  # noqa: E402
+
+
+def _render(**point):
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.set_title(repr(sorted(point.items())))
+    ax.plot([0, 1], [0, sum(float(v) for v in point.values())])
+    return fig
+
+
+def test_one_parameter_explorer():
+    ex = FrameExplorer(_render, {"depth": [1, 10, 100]})
+    assert ex.n_frames == 3 and len(ex.sliders) == 1
+    stack = ex.stacks[0]
+    assert isinstance(stack, widgets.Stack) and len(stack.children) == 3
+    assert [c for c in stack.children] == [ex.frame(depth=d) for d in (1, 10, 100)]
+    (link,) = ex.links
+    assert link.source == (ex.sliders[0], "index") and link.target == (stack, "selected_index")
+    assert ex.sliders[0].options == (("1", 0), ("10", 1), ("100", 2))
+    # distinct figures give distinct PNG frames
+    assert len({img.value for img in ex.frames.values()}) == 3
+
+
+def test_two_parameter_explorer_nests_stacks_and_links_each():
+    ex = FrameExplorer(_render, {"depth": [2, 4], "gain": [0.9, 1.0, 1.1]}, alt="depth {depth}, gain {gain}")
+    assert ex.n_frames == 6
+    outer, *inner = ex.stacks
+    assert len(outer.children) == 2 and all(len(s.children) == 3 for s in inner)
+    assert outer.children[1].children[2] is ex.frame(depth=4, gain=1.1)
+    sources = [(l.source[0], l.target[0]) for l in ex.links]
+    assert (ex.sliders[0], outer) in sources
+    assert all((ex.sliders[1], s) in sources for s in inner)
+    assert len(ex.links) == 1 + len(inner)
+    assert ex.frame(depth=2, gain=0.9).description == "depth 2, gain 0.9"
+    assert ex.children[-1] is outer
+
+
+def test_render_may_return_png_bytes():
+    png = b"\x89PNG\r\n\x1a\nfake"
+    ex = FrameExplorer(lambda k: png, {"k": ["a", "b"]})
+    assert all(img.value == png for img in ex.frames.values())
+
+
+@pytest.mark.parametrize(
+    "render, grid, error, needle",
+    [
+        ("nope", {"a": [1]}, TypeError, "render"),
+        (_render, [("a", [1])], TypeError, "grid"),
+        (_render, {}, ValueError, "1 or 2 parameters"),
+        (_render, {"a": [1], "b": [1], "c": [1]}, ValueError, "1 or 2 parameters"),
+        (_render, {"a": []}, ValueError, "non-empty"),
+        (_render, {"not valid": [1]}, ValueError, "identifiers"),
+        (lambda a: 42, {"a": [1]}, TypeError, "Figure or PNG bytes"),
+    ],
+)
+def test_bad_explorer_arguments_raise(render, grid, error, needle):
+    with pytest.raises(error, match=needle):
+        FrameExplorer(render, grid)
+
+
+def test_frame_lookup_validates_point():
+    ex = FrameExplorer(_render, {"a": [1, 2]})
+    with pytest.raises(ValueError, match="not on the grid"):
+        ex.frame(a=3)
+    with pytest.raises(ValueError, match="exactly the parameters"):
+        ex.frame(b=1)
