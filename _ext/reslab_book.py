@@ -9,6 +9,10 @@
   "Got invalid theme mode" on every page: it is set to ``"auto"`` (follow the reader's system).
 * The widget manager calls the MathJax 2 API (``MathJax.Hub.Queue``) to typeset widget labels,
   and Sphinx loads MathJax 3: ``static/reslab-mathjax-shim.js`` supplies that one call.
+* ``static/reslab-widgets-a11y.js`` gives widget sliders and frame images accessible names.
+* docutils marks bibliography entries with the deprecated ARIA role ``doc-biblioentry`` inside a
+  ``role="list"`` container, which axe reports as a critical violation (a list must contain
+  list items): entries get ``role="listitem"``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ def default_mode_auto(app, pagename, templatename, context, doctree):
         context["default_mode"] = "auto"
 
 
+def accessible_bibliography(app, pagename, templatename, context, doctree):
+    body = context.get("body")
+    if isinstance(body, str) and 'role="doc-biblioentry"' in body:
+        context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+
+
 def add_static(app, config):
     config.html_static_path = [*config.html_static_path, str(STATIC)]
 
@@ -58,7 +68,9 @@ def add_static(app, config):
 def setup(app):
     app.connect("config-inited", add_static)
     app.connect("html-page-context", default_mode_auto)
+    app.connect("html-page-context", accessible_bibliography)
     # priority 500 like the rest: the page-context handler below places it right after the inline MathJax config
     app.add_js_file("reslab-mathjax-shim.js")
+    app.add_js_file("reslab-widgets-a11y.js", defer="defer")
     app.connect("html-page-context", drop_thebe_and_duplicates, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1.0"}

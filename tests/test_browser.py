@@ -13,11 +13,15 @@ Without a Chromium the check is skipped with a message, unless ``RESLAB_REQUIRE_
 from __future__ import annotations
 
 import functools
+import gzip
+import html.parser
+import io
 import http.server
 import os
 import shutil
 import threading
 from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 import yaml
@@ -54,8 +58,31 @@ def _need(condition: bool, why: str) -> None:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files, gzip-compressed for text types as any real web host (GitHub Pages,
+    Netlify, nginx) serves them, so that page weights are what a reader downloads."""
+
+    COMPRESS = (".html", ".js", ".css", ".json", ".svg", ".txt", ".map", ".inv")
+
     def log_message(self, *args):  # keep pytest output clean
         pass
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            path = path / "index.html"
+        if (
+            path.suffix in self.COMPRESS
+            and path.is_file()
+            and "gzip" in self.headers.get("Accept-Encoding", "")
+        ):
+            body = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+            self.send_response(200)
+            self.send_header("Content-Type", self.guess_type(str(path)))
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body)
+        return super().send_head()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +129,7 @@ def open_page(browser, server, page_path: str):
     page.route("**/*", on_route)
     page.on(
         "console",
-        lambda m: record["console"].append(f"{m.type}: {m.text}")
+        lambda m: record["console"].append(f"{m.type}: {m.text} [{m.location.get('url', '')}]")
         if m.type in ("error", "warning") and not any(a in m.text for a in ALLOWED_CONSOLE)
         else None,
     )
@@ -124,14 +151,13 @@ MATH_DONE = """() => {
 # TeX that escaped the parser: dollar-delimited or \( \[ text left in the prose (code excluded).
 RAW_TEX = r"""() => {
   const main = document.querySelector('main') || document.body;
-  const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT, {acceptNode: n =>
-    n.parentElement.closest('pre, code, script, style, mjx-container, .math, .sig, .widget-label, .jupyter-widgets')
-      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
   const bad = [];
-  const pattern = /\$\$|\\\(|\\\[|\$[^\s$][^$]{0,300}?[^\s$\\]\$/;
-  while (walker.nextNode()) {
-    const t = walker.currentNode.textContent;
-    if (pattern.test(t)) bad.push(t.trim().slice(0, 80));
+  for (const block of main.querySelectorAll('p, li, td, th, dd, dt, h1, h2, h3, h4, figcaption, .admonition-title')) {
+    if (block.closest('pre, code, .highlight, .sig, .jupyter-widgets, .output')) continue;
+    const copy = block.cloneNode(true);
+    copy.querySelectorAll('mjx-container, .math, code, pre, script, style, .sig').forEach(e => e.remove());
+    const text = copy.textContent;
+    if (/\$\$|\\\(|\\\[|\$[^$\n]{0,300}\$/.test(text)) bad.push(text.trim().slice(0, 80));
   }
   return bad;
 }"""
@@ -143,9 +169,32 @@ VISIBLE_FRAMES = """(explorer) => [...explorer.querySelectorAll('img')]
   .map(img => [...img.classList].find(c => /^reslab-frame-\\d+$/.test(c)) || img.src)"""
 
 
+PAGE_WEIGHT = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource');
+  return (nav ? nav.transferSize : 0) + res.reduce((a, r) => a + (r.transferSize || 0), 0);
+}"""
+MAX_PAGE_BYTES = 3 * 2**20
+SUMMARY: dict[str, dict] = {}
+
+
+def _axe_serious(page) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    # preload off: axe's own re-fetch of @import-ed stylesheets resolves "../basic.css" against
+    # the site root (a spurious 404); the rules it would feed (CSS orientation lock) do not apply
+    results = Axe().run(page, options={"resultTypes": ["violations"], "preload": False})
+    return [
+        f"{v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])} nodes, e.g. {v['nodes'][0]['target']})"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 @pytest.mark.parametrize("page_path", PAGES)
 def test_page(browser, server, page_path):
     context, page, response, record = open_page(browser, server, page_path)
+    stats = SUMMARY.setdefault(page_path, {"sliders": 0})
     try:
         assert response is not None and response.status == 200, f"{page_path}: HTTP {response and response.status}"
         # math: every .math element typeset, no raw TeX left
@@ -176,12 +225,90 @@ def test_page(browser, server, page_path):
                 handle.press("Home")
                 page.wait_for_timeout(150)
                 assert explorer.evaluate(VISIBLE_FRAMES) == before, f"{page_path}: slider {j} of explorer {i} did not go back"
+                stats["sliders"] += 1
+        # every image loaded, and every image has alt text
+        images = page.evaluate("() => [...document.querySelectorAll('main img')].map(i => [i.src.slice(0, 60), i.complete && i.naturalWidth > 0, i.hasAttribute('alt')])")
+        hidden = page.evaluate("() => [...document.querySelectorAll('main img')].map(i => i.offsetParent === null)")
+        broken = [src for (src, ok, _), h in zip(images, hidden) if not ok and not h]
+        assert not broken, f"{page_path}: images not loaded: {broken}"
+        assert all(alt for _, _, alt in images), f"{page_path}: images without alt text"
+        # accessibility: no serious or critical axe-core violation
+        serious = _axe_serious(page)
+        assert not serious, f"{page_path}: accessibility violations: {serious}"
+        # weight: the page with everything it loads
+        weight = page.evaluate(PAGE_WEIGHT)
+        stats["bytes"] = weight
+        assert weight <= MAX_PAGE_BYTES, f"{page_path}: {weight / 2**20:.2f} MB transferred, over 3 MB"
         assert not record["external"], f"{page_path}: requests left 127.0.0.1: {record['external']}"
         assert not record["page_errors"], f"{page_path}: JavaScript errors: {record['page_errors']}"
         assert not record["console"], f"{page_path}: console errors/warnings: {record['console']}"
         assert not record["failed"], f"{page_path}: failed requests: {record['failed']}"
     finally:
         context.close()
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("name"):
+            self.ids.add(attrs["name"])
+        if tag == "a" and attrs.get("href"):
+            self.hrefs.append(attrs["href"])
+
+
+def _parse(path: Path) -> _Links:
+    parser = _Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_internal_links_and_anchors_resolve():
+    """Crawl every built page: each link inside the site points to a file that exists and, if it
+    names an anchor, to an element with that id."""
+    _need(SITE.joinpath("index.html").exists(), f"no built book at {SITE}: run `make book` first")
+    pages = sorted(SITE.rglob("*.html"))
+    parsed = {p: _parse(p) for p in pages}
+    bad = []
+    checked = 0
+    for page, links in parsed.items():
+        base = "file://" + str(page)
+        for href in links.hrefs:
+            url = urlparse(urljoin(base, href))
+            if url.scheme != "file":
+                continue  # external links (launch buttons, DOIs) are not followed
+            target = Path(unquote(url.path))
+            if target.is_dir():
+                target = target / "index.html"
+            checked += 1
+            if not target.exists():
+                bad.append(f"{page.relative_to(SITE)} -> {href}")
+                continue
+            if url.fragment and target.suffix == ".html":
+                ids = parsed.get(target) or _parse(target)
+                if unquote(url.fragment) not in ids.ids:
+                    bad.append(f"{page.relative_to(SITE)} -> {href} (no such anchor)")
+    assert checked > 0
+    assert not bad, f"{len(bad)} broken internal links: {bad[:20]}"
+
+
+def test_summary_of_pages(capsys):
+    """Prints what the page checks measured (run after them: pytest keeps file order)."""
+    if not SUMMARY:
+        pytest.skip("no page was checked in this run")
+    heaviest = max(SUMMARY.items(), key=lambda kv: kv[1].get("bytes", 0))
+    with capsys.disabled():
+        print(
+            f"\nbrowser check: {len(SUMMARY)} pages, {sum(v['sliders'] for v in SUMMARY.values())} sliders moved, "
+            f"heaviest page {heaviest[0]} at {heaviest[1].get('bytes', 0) / 2**20:.2f} MB"
+        )
+    assert len(SUMMARY) == len(PAGES)
 
 
 def _expected_explorers(page_path: str) -> int:

@@ -29,7 +29,7 @@ def test_layer_norm_figure_has_labels_and_family_colours():
     assert ax.get_title() == "t" and ax.get_xlabel() and ax.get_ylabel()
     assert ax.get_lines()[0].get_color() == plots.KIND_COLORS["plain"]
     assert ax.get_legend() is not None
-    plt.close(fig)
+    assert plots.figure_png(fig)[:4] == b"\x89PNG"  # the labels' mathtext must render
 
 
 def test_figure_png_is_deterministic_and_closes():

@@ -1,5 +1,7 @@
 """FrameExplorer: one frame per grid point, every slider linked to its stacks."""
 
+import base64
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -28,7 +30,12 @@ def test_one_parameter_explorer():
     assert link.source == (ex.sliders[0], "index") and link.target == (stack, "selected_index")
     assert ex.sliders[0].options == (("1", 0), ("10", 1), ("100", 2))
     # distinct figures give distinct PNG frames
-    assert len({img.value for img in ex.frames.values()}) == 3
+    assert len(set(ex.pngs.values())) == 3
+    assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in ex.pngs.values())
+    # each frame is an <img> with the PNG inlined, its grid index as a class, and alt text
+    html = ex.frame(depth=10).value
+    assert html.startswith('<img class="reslab-frame reslab-frame-1" alt="depth = 10"')
+    assert base64.b64encode(ex.pngs[(10,)]).decode() in html
 
 
 def test_two_parameter_explorer_nests_stacks_and_links_each():
@@ -41,14 +48,15 @@ def test_two_parameter_explorer_nests_stacks_and_links_each():
     assert (ex.sliders[0], outer) in sources
     assert all((ex.sliders[1], s) in sources for s in inner)
     assert len(ex.links) == 1 + len(inner)
-    assert ex.frame(depth=2, gain=0.9).description == "depth 2, gain 0.9"
+    assert ex.frame(depth=2, gain=0.9).description_text == "depth 2, gain 0.9"
+    assert 'alt="depth 2, gain 0.9"' in ex.frame(depth=2, gain=0.9).value
     assert ex.children[-1] is outer
 
 
 def test_render_may_return_png_bytes():
     png = b"\x89PNG\r\n\x1a\nfake"
     ex = FrameExplorer(lambda k: png, {"k": ["a", "b"]})
-    assert all(img.value == png for img in ex.frames.values())
+    assert all(p == png for p in ex.pngs.values())
 
 
 @pytest.mark.parametrize(
@@ -66,6 +74,11 @@ def test_render_may_return_png_bytes():
 def test_bad_explorer_arguments_raise(render, grid, error, needle):
     with pytest.raises(error, match=needle):
         FrameExplorer(render, grid)
+
+
+def test_alt_text_is_escaped():
+    ex = FrameExplorer(_render, {"a": [1]}, alt='a "quoted" <b>{a}</b>')
+    assert 'alt="a &quot;quoted&quot; &lt;b&gt;1&lt;/b&gt;"' in ex.frame(a=1).value
 
 
 def test_frame_lookup_validates_point():

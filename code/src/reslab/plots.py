@@ -112,7 +112,7 @@ def layer_norm_figure(
     series: Mapping[str, Sequence[float]],
     *,
     title: str,
-    ylabel: str = r"gradient norm $\lVert\delta_l\rVert$",
+    ylabel: str = r"gradient norm $\|\delta_l\|$",
     ax: Axes | None = None,
     ylim: tuple[float, float] | None = None,
 ) -> Figure:

@@ -1,7 +1,7 @@
 """Widgets that respond in the static book: precomputed frames switched in the browser.
 
 :class:`FrameExplorer` renders one PNG per point of a small parameter grid while the notebook
-executes, puts the PNGs as ``widgets.Image`` children of a ``widgets.Stack`` and links each
+executes, puts the PNGs (as ``<img>`` tags with alt text in ``widgets.HTML``) as the children of a ``widgets.Stack`` and links each
 slider's ``index`` to a stack's ``selected_index`` with :func:`ipywidgets.jslink`. The link
 lives in the browser, so once nbconvert has saved the widget state into the notebook and
 myst-nb has embedded it in the HTML page, moving a slider switches frames with no kernel.
@@ -11,6 +11,8 @@ With two parameters the stacks nest: the first slider picks a row of the grid (a
 
 from __future__ import annotations
 
+import base64
+import html
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,6 +24,24 @@ from . import _validate
 from .plots import figure_png
 
 __all__ = ["FrameExplorer"]
+
+
+def _frame_widget(png: bytes, alt: str, index: int, width: str) -> widgets.HTML:
+    """One frame: an ``<img>`` with the PNG inlined and real alt text.
+
+    An ``HTML`` widget is used rather than ``widgets.Image`` because ``Image`` has no alt text
+    (and its tooltip breaks the static-page widget manager); the PNG is base64-encoded either
+    way in the saved widget state.
+    """
+    data = base64.b64encode(png).decode("ascii")
+    tag = (
+        f'<img class="reslab-frame reslab-frame-{index}" alt="{html.escape(alt, quote=True)}" '
+        f'style="width:{html.escape(width, quote=True)};height:auto;max-width:100%" src="data:image/png;base64,{data}">'
+    )
+    frame = widgets.HTML(value=tag)
+    frame.add_class("reslab-frame-box")
+    frame.description_text = alt  # plain Python attribute, for tests and notebooks
+    return frame
 
 
 def _label(value: Any) -> str:
@@ -45,7 +65,8 @@ class FrameExplorer(widgets.VBox):
 
     Attributes:
         sliders: one ``SelectionSlider`` per parameter, in the order of ``grid``.
-        frames: ``{point: widgets.Image}`` with ``point`` a tuple of parameter values.
+        frames: ``{point: widgets.HTML}`` (an ``<img>`` with alt text), ``point`` a tuple of parameter values.
+        pngs: ``{point: bytes}``, the PNG of each frame.
         links: the ``jslink`` objects, one per (slider, stack) pair.
     """
 
@@ -78,7 +99,8 @@ class FrameExplorer(widgets.VBox):
             raise TypeError(f"width must be a CSS length string, got {type(width).__name__}")
         self.names = names
         self.values = values
-        self.frames: dict[tuple[Any, ...], widgets.Image] = {}
+        self.frames: dict[tuple[Any, ...], widgets.HTML] = {}
+        self.pngs: dict[tuple[Any, ...], bytes] = {}
         for index, point in enumerate(itertools.product(*values)):
             params = dict(zip(names, point))
             out = render(**params)
@@ -86,11 +108,8 @@ class FrameExplorer(widgets.VBox):
             if png is None:
                 raise TypeError(f"render must return a matplotlib Figure or PNG bytes, got {type(out).__name__}")
             description = (alt or ", ".join(f"{k} = {{{k}}}" for k in names)).format(**params)
-            image = widgets.Image(value=png, format="png", layout=widgets.Layout(width=width, height="auto"))
-            image.add_class("reslab-frame")
-            image.add_class(f"reslab-frame-{index}")  # lets a browser test tell frames apart
-            image.description = description  # kept on the Python side for alt text and tests
-            self.frames[point] = image
+            self.pngs[point] = png
+            self.frames[point] = _frame_widget(png, description, index, width)
 
         self.sliders = [
             widgets.SelectionSlider(
@@ -118,7 +137,7 @@ class FrameExplorer(widgets.VBox):
         super().__init__([*self.sliders, outer])
         self.add_class("reslab-frame-explorer")
 
-    def frame(self, **point: Any) -> widgets.Image:
+    def frame(self, **point: Any) -> widgets.HTML:
         """The frame shown for the parameter values ``point`` (each must be on the grid)."""
         if set(point) != set(self.names):
             raise ValueError(f"point must name exactly the parameters {self.names}, got {sorted(point)}")
