@@ -15,12 +15,13 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb))
 BUILD_FLAGS := -W -n --keep-going
 
-.PHONY: help install book test unit guard nbval build browser execute lab clean vendor-check vendor-fetch
+.PHONY: help install book test unit guard nbval nbval-default test-repro build browser execute lab clean vendor-check vendor-fetch
 
 help:
 	@echo "make book     build the HTML book strictly (creates .venv on first use)"
 	@echo "make test     unit tests, notebook guard, nbval, strict build, browser check"
 	@echo "make execute  re-execute every chapter notebook in place (deterministic)"
+	@echo "make test-repro  nbval under portable and native CPU kernels, 1 and 2 threads"
 	@echo "make lab      open JupyterLab with widgets working"
 	@echo "make clean    remove _build and caches (keeps .venv; 'make distclean' removes it)"
 
@@ -46,6 +47,19 @@ guard: $(STAMP)
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg chapters/
+
+# The same nbval suite with PyTorch's portable (non-SIMD) kernels, as on an older CPU.
+nbval-default: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg chapters/
+
+# Stored outputs must reproduce on other CPUs and thread counts: four legs of nbval.
+test-repro: $(STAMP)
+	@for cap in default native; do for threads in 1 2; do \
+	  echo "== nbval with ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$threads"; \
+	  if [ $$cap = native ]; then unset ATEN_CPU_CAPABILITY; else export ATEN_CPU_CAPABILITY=$$cap; fi; \
+	  OMP_NUM_THREADS=$$threads $(BIN)/python -m pytest -q -p no:cacheprovider --nbval \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg chapters/ || exit 1; \
+	done; done
 
 browser: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py

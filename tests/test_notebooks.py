@@ -42,6 +42,11 @@ def test_notebook_is_committed_executed(path):
     assert not errors, f"{path.name}: error output in code cells {errors}"
     first = "".join(code[0]["source"])
     assert "import reslab" in first and "reslab.setup()" in first, f"{path.name}: the first code cell must import reslab and call reslab.setup()"
+    # on Colab the package is installed by the first cell; locally the cell prints nothing
+    assert "except ModuleNotFoundError" in first and "%pip install" in first and "subdirectory=code" in first, (
+        f"{path.name}: the first code cell must install reslab when it is missing (Colab)"
+    )
+    assert code[0].get("outputs") == [], f"{path.name}: the first cell should print nothing when reslab is installed"
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
 
 

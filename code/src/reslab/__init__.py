@@ -11,8 +11,10 @@ Every chapter starts with::
     reslab.setup()
 """
 
-from . import blocks, nets, plots, probes, repro, train, widgets
+from . import blocks, nets, probes  # probes before paths: probes re-exports the path tools
+from . import paths, plots, repro, train, widgets
+from . import conv, data, identity, reframing  # chapters 1 and 2
 from .repro import fmt, setup
 
 __version__ = "0.1.0"
-__all__ = ["blocks", "nets", "plots", "probes", "repro", "train", "widgets", "fmt", "setup", "__version__"]
+__all__ = ["blocks", "conv", "data", "identity", "nets", "paths", "plots", "reframing", "probes", "repro", "train", "widgets", "fmt", "setup", "__version__"]

@@ -109,3 +109,4 @@ def mlp_stack(
 
 # The small conv nets for 8x8 images live in :mod:`reslab.conv`; re-exported here so that
 # every network builder can be found in one place.
+from .conv import ConvNet, conv_net  # noqa: E402,F401

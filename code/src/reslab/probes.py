@@ -220,3 +220,4 @@ def random_jacobian_lognorms(depth: int, width: int, draws: int, seed: int = 0, 
         hn = torch.linalg.vector_norm(h, dim=1, keepdim=True).clamp_min(1e-300)
         h = h / hn * math.sqrt(width)  # rescaling h leaves the ReLU masks unchanged
     return log_scale
+from .paths import branch_factors, enumerate_paths, input_gradient, path_length_decomposition, sample_path_norms, lesion_accuracies, lesion_study, compare_fixes  # noqa: E402,F401  (chapter 3: reslab.paths)

@@ -1,0 +1,76 @@
+"""Tests of reslab.data: the bundled 8x8 digits and the small-residual target."""
+
+import pytest
+import torch
+
+from reslab import data
+
+
+def test_digits_sizes_dtypes_and_range():
+    d = data.load_digits(1000)
+    assert d.n_train == 1000 and d.n_test == 797
+    assert d.n_train + d.n_test == data.DIGITS_SIZE == 1797
+    assert d.x_train.shape == (1000, 1, 8, 8) and d.x_test.shape == (797, 1, 8, 8)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert float(d.x_train.min()) == 0.0 and float(d.x_train.max()) == 1.0
+    assert set(d.y_train.tolist()) == set(range(10))
+
+
+def _sorted_rows(x):
+    rows = sorted(tuple(r) for r in x.tolist())
+    return torch.tensor(rows)
+
+
+def test_digits_flat_shape_and_split_is_a_partition():
+    d = data.load_digits(100, shape="flat", n_test=50)
+    assert d.x_train.shape == (100, 64) and d.x_test.shape == (50, 64)
+    from sklearn.datasets import load_digits as sk
+
+    source = torch.tensor(sk().data, dtype=torch.float32) / 16
+    full = data.load_digits(1000, shape="flat")
+    # train and test together are exactly the 1797 bundled images, each once
+    assert torch.equal(_sorted_rows(torch.cat([full.x_train, full.x_test])), _sorted_rows(source))
+    # the image layout is the flat layout reshaped
+    img = data.load_digits(1000)
+    assert torch.equal(img.x_train.reshape(1000, 64), full.x_train)
+
+
+def test_digits_deterministic_and_seed_dependent():
+    a, b = data.load_digits(64), data.load_digits(64)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    c = data.load_digits(64, seed=1)
+    assert not torch.equal(a.y_train, c.y_train)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        ({"n_train": 0}, ValueError),
+        ({"n_train": 1797}, ValueError),
+        ({"n_train": 10.0}, TypeError),
+        ({"n_train": 10, "shape": "square"}, ValueError),
+        ({"n_train": 10, "seed": -1}, ValueError),
+        ({"n_train": 1000, "n_test": 798}, ValueError),
+    ],
+)
+def test_digits_bad_inputs(kwargs, exc):
+    with pytest.raises(exc):
+        data.load_digits(**kwargs)
+
+
+def test_small_residual_task_is_identity_plus_small_correction():
+    t = data.small_residual_task(200, 8, eps=0.1, seed=3)
+    assert t.x.shape == t.y.shape == (200, 8)
+    assert torch.allclose(t.y - t.x, t.residual, atol=1e-7)
+    assert float(t.residual.abs().max()) <= 0.1 + 1e-7  # |tanh| <= 1
+    assert 0.1 > float(t.residual.pow(2).mean()) ** 0.5 > 0.03  # of order eps
+    zero = data.small_residual_task(50, 4, eps=0.0)
+    assert torch.equal(zero.x, zero.y)
+    again = data.small_residual_task(200, 8, eps=0.1, seed=3)
+    assert torch.equal(t.y, again.y)
+
+
+@pytest.mark.parametrize("kwargs, exc", [({"n": 0}, ValueError), ({"eps": -0.1}, ValueError), ({"eps": float("nan")}, ValueError), ({"width": "8"}, TypeError)])
+def test_small_residual_task_bad_inputs(kwargs, exc):
+    with pytest.raises(exc):
+        data.small_residual_task(**kwargs)
