@@ -9,7 +9,6 @@ export PATH := $(BIN):$(PATH)
 # One thread and a fixed hash seed: printed numbers must not depend on the machine's load.
 export OMP_NUM_THREADS ?= 1
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb))

@@ -64,13 +64,14 @@ def test_probe_matches_retain_grad(kind):
 
 def test_probe_runs_exactly_one_backward_pass(monkeypatch):
     calls = []
-    real = torch.autograd.backward
+    for name in ("backward", "grad"):
+        real = getattr(torch.autograd, name)
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+        def counting(*args, _real=real, **kwargs):
+            calls.append(1)
+            return _real(*args, **kwargs)
 
-    monkeypatch.setattr(torch.autograd, "backward", counting)
+        monkeypatch.setattr(torch.autograd, name, counting)
     torch.manual_seed(3)
     result = probes.layer_norms(nets.mlp_stack("residual", 30, 8), torch.randn(4, 8))
     assert len(calls) == 1

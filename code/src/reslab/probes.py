@@ -39,11 +39,13 @@ def batch_norm_of(v: torch.Tensor) -> float:
 
     A 1-D tensor counts as one example. ``inf``/``nan`` entries give ``inf``/``nan``.
     """
-    v = _validate.tensor("v", v).detach().to(torch.float64)
-    if v.ndim <= 1:
-        return float(torch.linalg.vector_norm(v))
-    v = v.reshape(v.shape[0], -1)
-    return float(torch.sqrt((v * v).sum(dim=1).mean()))
+    return _rms_norm(_validate.tensor("v", v))
+
+
+def _rms_norm(v: torch.Tensor) -> float:
+    # sqrt(mean_b |v_b|^2) = |V|_F / sqrt(B): one float64 reduction, no copy (the probe's hot path)
+    total = float(torch.linalg.vector_norm(v.detach(), dtype=torch.float64))
+    return total if v.ndim <= 1 else total / math.sqrt(v.shape[0])
 
 
 @dataclass
@@ -100,9 +102,9 @@ def _blocks_of(model: nn.Module) -> list[nn.Module]:
 def layer_norms(model: nn.Module, x: torch.Tensor, grad_output: torch.Tensor | None = None, seed: int = 0) -> LayerNorms:
     """Per-block activation and gradient norms from one forward and one backward pass.
 
-    The stack ``model`` (an ``nn.Sequential`` of blocks, or a single block) is run on ``x``;
-    a forward hook on each block registers a tensor hook on its output, so the single call
-    to :func:`torch.autograd.backward` records every :math:`\\delta_l` as it passes.
+    The stack ``model`` (an ``nn.Sequential`` of blocks, or a single block) is run on ``x``
+    block by block, keeping every :math:`x_l`; a single call of :func:`torch.autograd.grad`
+    (one reverse-mode pass from :math:`x_L`) then returns every :math:`\\delta_l` at once.
 
     The backward pass starts from :math:`\\delta_L` = ``grad_output`` (same shape as the
     output). By default it is a fixed standard normal draw from ``seed``, which makes the
@@ -118,33 +120,11 @@ def layer_norms(model: nn.Module, x: torch.Tensor, grad_output: torch.Tensor | N
     blocks = _blocks_of(model)
     x = _validate.tensor("x", x, ndim=(1, 2))
     seed = _validate.positive_int("seed", seed, minimum=0)
-    n = len(blocks)
-    acts: list[float] = [math.nan] * (n + 1)
-    grads: list[float] = [math.nan] * (n + 1)
-
-    def grad_recorder(index: int):
-        def hook(grad: torch.Tensor) -> None:
-            grads[index] = batch_norm_of(grad)
-
-        return hook
-
-    def forward_hook(index: int):
-        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            acts[index + 1] = batch_norm_of(output)
-            if output.requires_grad:
-                output.register_hook(grad_recorder(index + 1))
-
-        return hook
-
-    handles = [block.register_forward_hook(forward_hook(i)) for i, block in enumerate(blocks)]
-    try:
-        x0 = x.detach().clone().requires_grad_(True)
-        acts[0] = batch_norm_of(x0)
-        x0.register_hook(grad_recorder(0))
-        out = model(x0)
-    finally:
-        for h in handles:
-            h.remove()
+    # forward: apply the blocks in turn (what nn.Sequential does) and keep every x_l
+    xs = [x.detach().clone().requires_grad_(True)]
+    for block in blocks:
+        xs.append(block(xs[-1]))
+    out = xs[-1]
     if grad_output is None:
         gen = torch.Generator().manual_seed(seed)
         grad_output = torch.randn(out.shape, generator=gen, dtype=out.dtype)
@@ -153,7 +133,11 @@ def layer_norms(model: nn.Module, x: torch.Tensor, grad_output: torch.Tensor | N
         if grad_output.shape != out.shape:
             raise ValueError(f"grad_output must have the output's shape {tuple(out.shape)}, got {tuple(grad_output.shape)}")
     loss = float((out.detach().double() * grad_output.double()).sum())
-    torch.autograd.backward(out, grad_tensors=grad_output)
+    # backward: ONE pass of reverse mode from x_L, asking for the gradient at every x_l
+    # (parameter gradients are not needed, so none are computed)
+    deltas = torch.autograd.grad(out, xs, grad_outputs=grad_output, allow_unused=True)
+    acts = [_rms_norm(t) for t in xs]
+    grads = [0.0 if d is None else _rms_norm(d) for d in deltas]
     return LayerNorms(acts, grads, loss)
 
 
