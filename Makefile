@@ -14,13 +14,14 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb))
 BUILD_FLAGS := -W -n --keep-going
 
-.PHONY: help install book test unit guard nbval nbval-default test-repro build browser execute lab clean vendor-check vendor-fetch
+.PHONY: help install book test unit guard nbval nbval-default test-repro build browser execute bench lab clean vendor-check vendor-fetch
 
 help:
 	@echo "make book     build the HTML book strictly (creates .venv on first use)"
 	@echo "make test     unit tests, notebook guard, nbval, strict build, browser check"
 	@echo "make execute  re-execute every chapter notebook in place (deterministic)"
 	@echo "make test-repro  nbval under portable and native CPU kernels, 1 and 2 threads"
+	@echo "make bench    measure the speed budgets, write BENCHMARKS.md"
 	@echo "make lab      open JupyterLab with widgets working"
 	@echo "make clean    remove _build and caches (keeps .venv; 'make distclean' removes it)"
 
@@ -77,6 +78,11 @@ execute: $(STAMP)
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
 	done
+
+# Speed budgets measured on this machine; writes BENCHMARKS.md (needs a built book for the
+# browser measurement: run `make book` first).
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/

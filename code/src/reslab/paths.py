@@ -716,7 +716,7 @@ def _prenorm_stack(depth: int, width: int, init: str) -> Stack:
     return Stack([PreNormResidualBlock(width, init=init) for _ in range(depth)], "prenorm", width)
 
 
-#: The stacks compared in "what the identity does not fix": name -> (description, builder(depth, width, init)).
+#: The stacks compared in "what the identity does not fix", by name, each with (description, builder(depth, width, init)).
 FIXES: dict[str, tuple[str, Callable[[int, int, str], Stack]]] = {
     "post-act, no fix": ("x + F(x) then ReLU (He et al. 2015)", lambda L, d, i: mlp_stack("residual", L, d, init=i)),
     "pre-act, no fix": ("x + F(x), nothing after the sum (He et al. 2016)", lambda L, d, i: mlp_stack("preact", L, d, init=i)),
