@@ -9,6 +9,7 @@
   "Got invalid theme mode" on every page: it is set to ``"auto"`` (follow the reader's system).
 * The widget manager calls the MathJax 2 API (``MathJax.Hub.Queue``) to typeset widget labels,
   and Sphinx loads MathJax 3: ``static/reslab-mathjax-shim.js`` supplies that one call.
+* ``static/reslab.css`` darkens links on the tinted exercise boxes (contrast, WCAG AA).
 * ``static/reslab-widgets-a11y.js`` gives widget sliders and frame images accessible names.
 * docutils marks bibliography entries with the deprecated ARIA role ``doc-biblioentry`` inside a
   ``role="list"`` container, which axe reports as a critical violation (a list must contain
@@ -72,5 +73,6 @@ def setup(app):
     # priority 500 like the rest: the page-context handler below places it right after the inline MathJax config
     app.add_js_file("reslab-mathjax-shim.js")
     app.add_js_file("reslab-widgets-a11y.js", defer="defer")
+    app.add_css_file("reslab.css")
     app.connect("html-page-context", drop_thebe_and_duplicates, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1.0"}

@@ -298,7 +298,7 @@ def test_internal_links_and_anchors_resolve():
     assert not bad, f"{len(bad)} broken internal links: {bad[:20]}"
 
 
-SEARCHES = {"Jacobian": "chapters/03_backward_pass.html"}
+SEARCHES = {"Jacobian": "chapters/03_backward_pass.html", "forget gate": "chapters/04_lineage.html"}
 
 
 @pytest.mark.parametrize("query", sorted(SEARCHES))

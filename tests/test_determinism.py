@@ -45,6 +45,13 @@ EXPERIMENTS = {
         tensors = [t for k in sorted(studies) for t in (studies[k].losses, studies[k].baseline, studies[k].deleted)]
         """
     ),
+    "ch4 long-memory recall": textwrap.dedent(
+        """
+        from reslab import sequences
+        result = sequences.train_recall("gru", [5, 8], [0, 1], carry_biases=(3.0,), steps=10, hidden=6)
+        tensors = [result.accuracy, result.losses]
+        """
+    ),
 }
 
 DIGEST = textwrap.dedent(

@@ -27,11 +27,12 @@ def test_reslab_opens_no_socket():
         socket.getaddrinfo = refuse
         import reslab
         reslab.setup()
-        from reslab import data, identity, paths, reframing
+        from reslab import data, identity, paths, reframing, sequences
         digits = data.load_digits(shape="flat")
         identity.depth_sweep(depths=(2,), seeds=(0,), width=4, n=16, steps=2)
         reframing.degradation_sweep(depths=(4,), seeds=(0,), channels=2, steps=2, n_train=16)
         paths.lesion_study(depth=2, width=4, seeds=(0,), steps=2, batch_size=32, data=digits)
+        sequences.train_recall("gru", [5], [0], carry_biases=(3.0,), steps=2, hidden=4)
         print("no socket opened")
         """
     )

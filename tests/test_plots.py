@@ -1,5 +1,7 @@
 """Figure helpers: log axes keep zeros and infinities visible; PNGs are byte-stable."""
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,6 +44,11 @@ def test_figure_png_is_deterministic_and_closes():
     assert a[:8] == b"\x89PNG\r\n\x1a\n"
     assert a == b
     assert plt.get_fignums() == []
+    full = plots.figure_png(make(), palette=False)
+    assert len(a) < len(full)  # the 256-colour palette makes frames smaller
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(a)).mode == "P" and Image.open(io.BytesIO(full)).mode == "RGBA"
 
 
 def test_style_uses_colourblind_palette_and_opaque_background():

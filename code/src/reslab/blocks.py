@@ -43,6 +43,8 @@ __all__ = [
     "PreActResidualBlock",
     "ScaledResidualBlock",
     "ProjectionResidualBlock",
+    "HighwayBlock",
+    "TransformerBlock",
 ]
 
 #: The nonlinearities a block accepts, by name.
@@ -267,3 +269,135 @@ class ProjectionResidualBlock(_ResidualBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check_input(x)
         return self.phi(self.shortcut(x) + self.branch(x))
+
+
+class HighwayBlock(nn.Module):
+    """A highway layer (Srivastava, Greff & Schmidhuber 2015): a gated mix of a transform and the input.
+
+    .. math::
+        y = T(x) \\odot H(x) + (1 - T(x)) \\odot x, \\qquad
+        H(x) = \\phi(W_H x + b_H), \\quad T(x) = \\sigma(W_T x + b_T).
+
+    :math:`T` is the *transform gate* and :math:`1 - T` the *carry gate*. With a negative gate
+    bias :math:`b_T` the gate starts nearly closed, so a fresh block is close to the identity and a
+    stack of them passes its input (and its gradient) through; the paper's advice is a negative
+    initial bias, more negative for deeper stacks. Written :math:`y = x + T(x)\\odot(H(x) - x)`,
+    it is a residual block whose branch is gated.
+
+    Args:
+        width: input and output width :math:`d` (``>= 1``).
+        gate_bias: initial value of every entry of :math:`b_T` (finite; e.g. ``-1``, ``-2``, ``-3``).
+        activation: nonlinearity :math:`\\phi` (see :data:`ACTIVATIONS`).
+        init: initialisation of :math:`W_H` and :math:`W_T` (see :func:`init_linear`); the gate
+            bias is then set to ``gate_bias``.
+    """
+
+    def __init__(self, width: int, gate_bias: float = -2.0, activation: str = "relu", init: str = "default") -> None:
+        super().__init__()
+        self.width = _validate.positive_int("width", width)
+        self.gate_bias = _validate.finite_float("gate_bias", gate_bias)
+        self.activation = _validate.choice("activation", activation, ACTIVATIONS)
+        self.init = _validate.choice("init", init, INITS)
+        self.phi = ACTIVATIONS[self.activation]
+        self.transform = init_linear(nn.Linear(self.width, self.width), self.init)
+        self.gate = init_linear(nn.Linear(self.width, self.width), self.init)
+        with torch.no_grad():
+            self.gate.bias.fill_(self.gate_bias)
+
+    def transform_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`T(x) = \\sigma(W_T x + b_T)`, the share of :math:`H(x)` in the output."""
+        x = _validate.tensor("x", x, last_dim=self.width)
+        return torch.sigmoid(self.gate(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _validate.tensor("x", x, last_dim=self.width)
+        t = torch.sigmoid(self.gate(x))
+        return x + t * (self.phi(self.transform(x)) - x)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, gate_bias={self.gate_bias}, activation={self.activation!r}, init={self.init!r}"
+
+
+class TransformerBlock(nn.Module):
+    """A Transformer encoder block: self-attention and a feed-forward network, each on the residual stream.
+
+    With :math:`A` the multi-head self-attention, :math:`M` the two-layer feed-forward network and
+    :math:`\\mathrm{LN}` layer normalisation:
+
+    * ``norm="post"`` (Vaswani et al. 2017): :math:`x \\leftarrow \\mathrm{LN}(x + A(x))`, then
+      :math:`x \\leftarrow \\mathrm{LN}(x + M(x))`. The normalisation sits *on* the stream, so the
+      identity path from the output back to the input passes through every LN.
+    * ``norm="pre"`` (analysed by Xiong et al. 2020): :math:`x \\leftarrow x + A(\\mathrm{LN}(x))`, then
+      :math:`x \\leftarrow x + M(\\mathrm{LN}(x))`. The stream itself is a clean sum, like a
+      pre-activation ResNet; a model of pre-LN blocks needs one final LN before its output layer.
+
+    Attention is written out (no ``nn.MultiheadAttention``): queries, keys and values from one
+    linear map, :math:`\\mathrm{softmax}(QK^\\top/\\sqrt{d_h})V` per head, an output projection.
+    Weights are Xavier-uniform and biases zero (``init="xavier"``, as in the analysis of Xiong
+    et al.), or PyTorch's defaults (``init="default"``). No dropout.
+
+    Args:
+        d_model: width :math:`d` of the stream (``>= 1``, divisible by ``n_heads``).
+        n_heads: number of attention heads (``>= 1``).
+        norm: ``"pre"`` or ``"post"``.
+        d_ff: hidden width of the feed-forward network (default ``4 * d_model``).
+        causal: mask attention to earlier positions only.
+        init: ``"xavier"`` or ``"default"``.
+
+    Input and output: ``(B, N, d_model)``.
+    """
+
+    NORMS = ("pre", "post")
+    TRANSFORMER_INITS = ("xavier", "default")
+
+    def __init__(self, d_model: int, n_heads: int = 4, norm: str = "pre", d_ff: int | None = None, causal: bool = False, init: str = "xavier") -> None:
+        super().__init__()
+        self.d_model = _validate.positive_int("d_model", d_model)
+        self.n_heads = _validate.positive_int("n_heads", n_heads)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads, got d_model={self.d_model}, n_heads={self.n_heads}")
+        self.norm = _validate.choice("norm", norm, self.NORMS)
+        self.d_ff = 4 * self.d_model if d_ff is None else _validate.positive_int("d_ff", d_ff)
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+        self.causal = causal
+        self.init = _validate.choice("init", init, self.TRANSFORMER_INITS)
+        d = self.d_model
+        self.ln1 = nn.LayerNorm(d)
+        self.ln2 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ff1 = nn.Linear(d, self.d_ff)
+        self.ff2 = nn.Linear(self.d_ff, d)
+        if self.init == "xavier":
+            with torch.no_grad():
+                for layer in (self.qkv, self.proj, self.ff1, self.ff2):
+                    nn.init.xavier_uniform_(layer.weight)
+                    layer.bias.zero_()
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention :math:`A(x)` (no residual, no normalisation)."""
+        b, n, d = x.shape
+        h, dh = self.n_heads, d // self.n_heads
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, h, N, dh)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+        if self.causal:
+            mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(mask, float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v  # (B, h, N, dh)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward network :math:`M(x) = W_2\\,\\mathrm{GELU}(W_1 x + b_1) + b_2`."""
+        return self.ff2(F_.gelu(self.ff1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _validate.tensor("x", x, ndim=3, last_dim=self.d_model)
+        if self.norm == "post":
+            x = self.ln1(x + self.attention(x))
+            return self.ln2(x + self.feed_forward(x))
+        x = x + self.attention(self.ln1(x))
+        return x + self.feed_forward(self.ln2(x))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, norm={self.norm!r}, d_ff={self.d_ff}, causal={self.causal}, init={self.init!r}"
