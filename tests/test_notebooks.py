@@ -71,6 +71,33 @@ def test_notebook_size_and_widget_state(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_are_opaque_and_captioned(path):
+    """Readable in the book's dark theme: no figure has a transparent background (black axis
+    text on a transparent PNG vanishes on a dark page). Every figure output has a caption."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    figures = 0
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        for png in pngs:
+            figures += 1
+            image = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGBA")
+            w, h = image.size
+            corners = [image.getpixel(p)[3] for p in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1))]
+            assert min(corners) == 255, f"{path.name} cell {i}: figure background is transparent"
+        if pngs:
+            caption = cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption")
+            assert caption, f"{path.name} cell {i}: figure without a caption (metadata mystnb.figure.caption)"
+    assert figures >= 3, f"{path.name} has {figures} figures; every chapter has at least 3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_in_the_table_of_contents(path):
     assert f"chapters/{path.stem}" in _toc_files()
 
