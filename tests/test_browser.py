@@ -322,7 +322,7 @@ def test_notebook_page_has_launch_and_download(page_path):
     _need(SITE.joinpath("index.html").exists(), f"no built book at {SITE}: run `make book` first")
     text = (SITE / page_path).read_text(encoding="utf-8")
     name = Path(page_path).stem
-    assert f"mybinder.org/v2/gh/" in text and f"chapters/{name}.ipynb" in text, "no Binder launch link"
+    assert "mybinder.org/v2/gh/" in text and f"chapters/{name}.ipynb" in text, "no Binder launch link"
     assert "colab.research.google.com/github/" in text, "no Colab launch link"
     assert f'href="../_sources/chapters/{name}.ipynb"' in text, "no download link for the notebook"
     import json
