@@ -1,8 +1,7 @@
 /* Accessible names for the widgets the book embeds. The widget manager renders slider handles
- * (noUiSlider, role="slider") with no accessible name and images with no alt attribute. Each
- * handle gets the text of its slider's label; each frame image gets its tooltip (set from the
- * frame's description by reslab.widgets.FrameExplorer) as alt text. Runs whenever widgets are
- * added to the page. */
+ * (noUiSlider, role="slider") with no accessible name: each gets the text of its slider's label.
+ * FrameExplorer frames carry their own alt text; any plain widgets.Image (which has none) gets
+ * its title, or a generic description, as alt text. Runs whenever widgets are added. */
 (function () {
   function label(root) {
     root.querySelectorAll('.noUi-handle[role="slider"]:not([aria-label])').forEach(function (handle) {
