@@ -14,7 +14,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 NOTEBOOKS := $(sort $(wildcard chapters/*.ipynb))
 BUILD_FLAGS := -W -n --keep-going
 
-.PHONY: help install book test unit guard nbval nbval-default test-repro build browser execute bench lab clean vendor-check vendor-fetch
+.PHONY: help install book test unit guard nbval nbval-default test-repro build browser execute bench mutation lab clean vendor-check vendor-fetch
 
 help:
 	@echo "make book     build the HTML book strictly (creates .venv on first use)"
@@ -22,6 +22,7 @@ help:
 	@echo "make execute  re-execute every chapter notebook in place (deterministic)"
 	@echo "make test-repro  nbval under portable and native CPU kernels, 1 and 2 threads"
 	@echo "make bench    measure the speed budgets, write BENCHMARKS.md"
+	@echo "make mutation  mutation-test reslab with mutmut (about an hour), write MUTATION.md"
 	@echo "make lab      open JupyterLab with widgets working"
 	@echo "make clean    remove _build and caches (keeps .venv; 'make distclean' removes it)"
 
@@ -83,6 +84,11 @@ execute: $(STAMP)
 # browser measurement: run `make book` first).
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py
+
+# Mutation score of reslab's library layer (>= 80 %); judged-equivalent survivors are listed in
+# tests/mutation_equivalent.toml. MODULES="nets probes" limits the run to part of the scope.
+mutation: $(STAMP)
+	$(BIN)/python tools/mutation.py $(if $(MODULES),--modules $(MODULES))
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/
