@@ -169,7 +169,7 @@ def test_depth_sweep_stall_verdict(fast_sweep):
 
 @pytest.mark.parametrize(
     "kwargs, err",
-    [({"depths": ()}, ValueError), ({"depths": (0, 2)}, ValueError), ({"seeds": (-1,)}, ValueError), ({"families": ()}, ValueError), ({"families": ("dense",)}, ValueError), ({"families": "plain"}, ValueError), ({"steps": 0}, ValueError), ({"lr": -1.0}, ValueError)],
+    [({"depths": ()}, ValueError), ({"depths": (0, 2)}, ValueError), ({"seeds": (-1,)}, ValueError), ({"families": ()}, ValueError), ({"families": ("dense",)}, ValueError), ({"families": "plain"}, TypeError), ({"steps": 0}, ValueError), ({"lr": -1.0}, ValueError)],
 )
 def test_depth_sweep_bad_input(kwargs, err):
     with pytest.raises(err):

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -71,3 +72,55 @@ def int_sequence(name: str, values: Any, minimum: int = 1) -> list[int]:
     if not out:
         raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got an empty sequence")
     return out
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (not ``1``, not ``"yes"``)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+    return value
+
+
+def _sequence(name: str, values: Any, what: str) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or isinstance(values, torch.Tensor) and values.ndim == 0:
+        raise TypeError(f"{name} must be a non-empty sequence of {what}, got {type(values).__name__} {values!r}")
+    out = list(values)
+    if not out:
+        raise ValueError(f"{name} must be a non-empty sequence of {what}, got an empty sequence")
+    return out
+
+
+def float_sequence(name: str, values: Any, *, minimum: float | None = None, positive: bool = False) -> list[float]:
+    """Check a non-empty sequence of finite numbers (each ``> 0`` or ``>= minimum`` if asked)."""
+    what = "finite numbers" + (" > 0" if positive else "") + (f" >= {minimum}" if minimum is not None else "")
+    return [finite_float(f"{name}[{i}]", v, minimum=minimum, positive=positive) for i, v in enumerate(_sequence(name, values, what))]
+
+
+def choices(name: str, values: Any, options: Iterable[str]) -> list[str]:
+    """Check a non-empty sequence of names, each one of ``options``."""
+    options = tuple(options)
+    return [choice(f"{name}[{i}]", v, options) for i, v in enumerate(_sequence(name, values, f"names from {options}"))]
+
+
+def float_pair(name: str, value: Any, *, positive: bool = False, increasing: bool = False) -> tuple[float, float]:
+    """Check a pair ``(a, b)`` of finite numbers, e.g. axis limits or a figure size."""
+    what = "a pair of finite numbers" + (" > 0" if positive else "") + (" (low, high) with low < high" if increasing else "")
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+    items = list(value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be {what}, got {len(items)} values")
+    a, b = (finite_float(f"{name}[{i}]", v, positive=positive) for i, v in enumerate(items))
+    if increasing and not a < b:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return a, b
+
+
+def float_array(name: str, values: Any) -> np.ndarray:
+    """``values`` (a sequence, array or tensor of real numbers; ``inf``/``nan`` allowed) as a float NumPy array."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__} {values!r}")
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__} {values!r}") from None

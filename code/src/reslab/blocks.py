@@ -60,7 +60,7 @@ INITS = ("default", "he")
 
 def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The element-wise nonlinearity called ``name`` (one of :data:`ACTIVATIONS`)."""
-    return ACTIVATIONS[_validate.choice("activation", name, ACTIVATIONS)]
+    return ACTIVATIONS[_validate.choice("name (of an activation)", name, ACTIVATIONS)]
 
 
 def init_linear(layer: nn.Linear, init: str = "default", gain: float = 1.0) -> nn.Linear:
@@ -146,6 +146,11 @@ class _ResidualBase(_Block):
         super().__init__(width, layers, activation, init, **kw)
         if not isinstance(zero_init, bool):
             raise TypeError(f"zero_init must be a bool, got {type(zero_init).__name__}")
+        if self.out_width != self.width and not isinstance(self, ProjectionResidualBlock):
+            raise ValueError(
+                f"out_width must equal width for a {type(self).__name__} (its shortcut adds x unchanged), "
+                f"got width={self.width}, out_width={self.out_width}; use ProjectionResidualBlock to change the width"
+            )
         self.zero_init = zero_init
         if zero_init:
             self.zero_branch_()

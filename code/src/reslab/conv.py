@@ -150,6 +150,18 @@ class ConvNet(nn.Module):
 
     def __init__(self, kind: str, blocks: int, channels: int, *, in_channels: int, image_size: int, classes: int, activation: str, init: str, zero_init: bool, head: str) -> None:
         super().__init__()
+        kind = _validate.choice("kind", kind, CONV_KINDS)
+        blocks = _validate.positive_int("blocks", blocks, minimum=0)
+        channels = _validate.positive_int("channels", channels)
+        in_channels = _validate.positive_int("in_channels", in_channels)
+        image_size = _validate.positive_int("image_size", image_size)
+        classes = _validate.positive_int("classes", classes)
+        activation = _validate.choice("activation", activation, ACTIVATIONS)
+        init = _validate.choice("init", init, INITS)
+        head = _validate.choice("head", head, HEADS)
+        zero_init = _validate.boolean("zero_init", zero_init)
+        if zero_init and kind == "plain":
+            raise ValueError("zero_init=True is only accepted for residual kinds, got kind='plain'")
         self.kind, self.channels, self.head_kind = kind, channels, head
         self.in_channels, self.image_size = in_channels, image_size
         self.depth = 2 + 2 * blocks

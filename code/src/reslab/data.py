@@ -44,6 +44,22 @@ class Digits:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
+    def __post_init__(self) -> None:
+        # a split may come from elsewhere than load_digits (the lesion study accepts any): check it
+        for split in ("train", "test"):
+            x = _validate.tensor(f"x_{split}", getattr(self, f"x_{split}"), ndim=(2, 4))
+            y = getattr(self, f"y_{split}")
+            if not isinstance(y, torch.Tensor):
+                raise TypeError(f"y_{split} must be a torch.Tensor of integer labels, got {type(y).__name__}")
+            if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                raise TypeError(f"y_{split} must be an integer tensor of class labels, got dtype {y.dtype}")
+            if y.ndim != 1:
+                raise ValueError(f"y_{split} must have 1 dimension (one label per example), got shape {tuple(y.shape)}")
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(f"x_{split} and y_{split} must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(f"x_train and x_test must have the same shape per example, got {tuple(self.x_train.shape[1:])} and {tuple(self.x_test.shape[1:])}")
+
     @property
     def n_train(self) -> int:
         """Number of training examples."""

@@ -111,10 +111,10 @@ def near_one_product(eps: float, depth: int) -> tuple[float, float]:
 
 def near_one_figure(eps_values: Sequence[float] = (-0.05, -0.01, 0.01, 0.05), max_depth: int = 200) -> Figure:
     """:math:`(1+\\varepsilon)^L` against :math:`L` for several :math:`\\varepsilon` (solid), with :math:`e^{\\varepsilon L}` (dashed)."""
-    if isinstance(eps_values, (str, bytes)) or not isinstance(eps_values, Sequence) or len(eps_values) == 0:
-        raise ValueError("eps_values must be a non-empty sequence of numbers > -1")
-    for e in eps_values:
-        near_one_product(e, 1)  # validates each value
+    eps_values = _validate.float_sequence("eps_values", eps_values)
+    for i, e in enumerate(eps_values):
+        if e <= -1.0:
+            raise ValueError(f"eps_values[{i}] must be a finite number > -1, got {e}")
     max_depth = _validate.positive_int("max_depth", max_depth, minimum=2)
     depths = np.arange(0, max_depth + 1)
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
@@ -179,15 +179,17 @@ def jacobian_histogram_figure(samples: Mapping[int, torch.Tensor], width: int, b
     Each histogram is overlaid with the Gaussian of :func:`lognorm_moments` (dashed). The
     vertical line at 0 is where every draw would sit if the factors had gain exactly one.
     """
-    if not isinstance(samples, Mapping) or not samples:
-        raise ValueError("samples must be a non-empty mapping of depth -> tensor of log-norms")
+    if not isinstance(samples, Mapping):
+        raise TypeError(f"samples must be a mapping of depth -> tensor of log-norms, got {type(samples).__name__}")
+    if not samples:
+        raise ValueError("samples must be a non-empty mapping of depth -> tensor of log-norms, got an empty mapping")
     width = _validate.positive_int("width", width)
     bins = _validate.positive_int("bins", bins, minimum=2)
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
     arrays = {}
     for depth, values in samples.items():
         depth = _validate.positive_int("samples key", depth)
         arrays[depth] = _validate.tensor(f"samples[{depth}]", values, ndim=1).detach().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
     lo = min(float(v.min()) for v in arrays.values())
     hi = max(float(v.max()) for v in arrays.values())
     edges = np.linspace(lo, hi, bins + 1)  # one set of bins for every depth, so widths compare
@@ -291,6 +293,8 @@ def initial_loss(family: str, depth: int, x: torch.Tensor, seed: int = 0) -> flo
     The net is built with the global generator seeded to ``seed`` (as :func:`depth_sweep`
     seeds it), so this is the step-0 loss of that seed.
     """
+    family = _validate.choice("family", family, FAMILIES)
+    depth = _validate.positive_int("depth", depth)
     x = _validate.tensor("x", x, ndim=2)
     seed = _validate.positive_int("seed", seed, minimum=0)
     torch.manual_seed(seed)
@@ -313,6 +317,7 @@ def zero_init_losses(depth: int, x: torch.Tensor, *, steps: int = 20, lr: float 
     depth = _validate.positive_int("depth", depth)
     x = _validate.tensor("x", x, ndim=2)
     steps = _validate.positive_int("steps", steps, minimum=0)
+    lr = _validate.finite_float("lr", lr, positive=True)
     seed = _validate.positive_int("seed", seed, minimum=0)
     torch.manual_seed(seed)
     model = nets.mlp_stack("preact", depth, x.shape[1], layers=2, init="he", zero_init=True)
@@ -384,10 +389,12 @@ def depth_sweep(
     """
     depths = _validate.int_sequence("depths", depths)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
-    if isinstance(families, str) or not isinstance(families, Sequence) or len(families) == 0:
-        raise ValueError(f"families must be a non-empty sequence of names from {FAMILIES}, got {families!r}")
-    families = [_validate.choice(f"families[{i}]", f, FAMILIES) for i, f in enumerate(families)]
+    families = _validate.choices("families", families, FAMILIES)
+    width = _validate.positive_int("width", width)
+    n = _validate.positive_int("n", n, minimum=2)
     steps = _validate.positive_int("steps", steps)
+    lr = _validate.finite_float("lr", lr, positive=True)
+    data_seed = _validate.positive_int("data_seed", data_seed, minimum=0)
     x = identity_data(n, width, data_seed)
     losses = {}
     for family in families:
@@ -482,7 +489,12 @@ def target_comparison(
     """
     depth = _validate.positive_int("depth", depth)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
+    width = _validate.positive_int("width", width)
+    n = _validate.positive_int("n", n, minimum=2)
     steps = _validate.positive_int("steps", steps)
+    lr = _validate.finite_float("lr", lr, positive=True)
+    data_seed = _validate.positive_int("data_seed", data_seed, minimum=0)
+    q_seed = _validate.positive_int("q_seed", q_seed, minimum=0)
     x = identity_data(n, width, data_seed)
     targets = {"identity": x, "orthogonal": x @ random_orthogonal(width, q_seed).T}
     losses, baselines = {}, {}
@@ -540,9 +552,7 @@ def gradient_norm_grid(
         ``{(depth, gain): [gradient norms for l = 0..depth, one list per seed]}``.
     """
     depths = _validate.int_sequence("depths", depths)
-    if isinstance(gains, (str, bytes)) or not isinstance(gains, Sequence) or len(gains) == 0:
-        raise ValueError(f"gains must be a non-empty sequence of numbers > 0, got {gains!r}")
-    gains = [_validate.finite_float(f"gains[{i}]", g, positive=True) for i, g in enumerate(gains)]
+    gains = _validate.float_sequence("gains", gains, positive=True)
     width = _validate.positive_int("width", width)
     batch = _validate.positive_int("batch", batch)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
@@ -570,6 +580,10 @@ def gradient_frame(grid: Mapping[tuple[int, float], list[list[float]]], depth: i
     """
     if not isinstance(grid, Mapping):
         raise TypeError(f"grid must be the mapping returned by gradient_norm_grid, got {type(grid).__name__}")
+    depth = _validate.positive_int("depth", depth)
+    gain = _validate.finite_float("gain", gain, positive=True)
+    if ylim is not None:
+        ylim = _validate.float_pair("ylim", ylim, positive=True, increasing=True)
     if (depth, gain) not in grid:
         raise ValueError(f"(depth, gain) = ({depth!r}, {gain!r}) is not a point of the grid; points are {sorted(grid)}")
     rows = grid[(depth, gain)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import nn
 
 from . import _validate
@@ -35,6 +37,22 @@ class Stack(nn.Sequential):
     """
 
     def __init__(self, blocks: list[nn.Module], kind: str, width: int) -> None:
+        if isinstance(blocks, (str, bytes, nn.Module)) or not isinstance(blocks, Iterable):
+            raise TypeError(f"blocks must be a non-empty list of nn.Module blocks, got {type(blocks).__name__}")
+        blocks = list(blocks)
+        if not blocks:
+            raise ValueError("blocks must be a non-empty list of nn.Module blocks, got an empty list")
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be a str naming the kind of block, got {type(kind).__name__} {kind!r}")
+        if not kind:
+            raise ValueError("kind must be a non-empty str naming the kind of block, got ''")
+        width = _validate.positive_int("width", width)
+        for i, block in enumerate(blocks):
+            if not isinstance(block, nn.Module):
+                raise TypeError(f"blocks[{i}] must be an nn.Module, got {type(block).__name__}")
+            block_width = getattr(block, "width", width)
+            if block_width != width:
+                raise ValueError(f"blocks[{i}] has width {block_width}, but the stack's width is {width}: every block of blocks must have width {width}")
         super().__init__(*blocks)
         self.kind = kind
         self.depth = len(blocks)
@@ -83,10 +101,13 @@ def mlp_stack(
     gain = _validate.finite_float("gain", gain, positive=True)
     if not isinstance(zero_init, bool):
         raise TypeError(f"zero_init must be a bool, got {type(zero_init).__name__}")
+    learnable_alpha = _validate.boolean("learnable_alpha", learnable_alpha)
     if zero_init and kind == "plain":
         raise ValueError("zero_init=True is only accepted for residual kinds, got kind='plain'")
     if alpha is not None and kind != "scaled":
         raise ValueError(f"alpha is only accepted for kind='scaled', got kind={kind!r}")
+    if learnable_alpha and kind != "scaled":
+        raise ValueError(f"learnable_alpha=True is only accepted for kind='scaled', got kind={kind!r}")
     if kind == "scaled":
         alpha = depth ** -0.5 if alpha is None else _validate.finite_float("alpha", alpha)
 

@@ -37,17 +37,18 @@ with autograd to 1e-10.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from numbers import Integral
 
 import torch
 from torch import nn
 
 from . import _validate
-from .blocks import INITS, PreActResidualBlock, ResidualLayer, init_linear
+from .blocks import ACTIVATIONS, INITS, PreActResidualBlock, ResidualLayer, init_linear
 from .data import Digits, load_digits
-from .nets import Stack, mlp_stack
+from .nets import KINDS, Stack, mlp_stack
 from .probes import LayerNorms, layer_norms
 
 __all__ = [
@@ -161,6 +162,13 @@ def branch_factors(stack: nn.Module, x: torch.Tensor) -> BranchFactors:
     return BranchFactors(weights, torch.stack(slopes), h)
 
 
+def _check_delta_seed(delta: torch.Tensor | None, seed: int) -> None:
+    """The checks of ``delta`` and ``seed`` that need no forward pass, done before it."""
+    if delta is not None:
+        _validate.tensor("delta", delta)
+    _validate.positive_int("seed", seed, minimum=0)
+
+
 def _delta(out: torch.Tensor, delta: torch.Tensor | None, seed: int) -> torch.Tensor:
     seed = _validate.positive_int("seed", seed, minimum=0)
     if delta is None:
@@ -183,6 +191,7 @@ def input_gradient(stack: nn.Module, x: torch.Tensor, delta: torch.Tensor | None
     :func:`enumerate_paths` and :func:`path_length_decomposition` do. Returns shape ``(B, d)``.
     """
     blocks = _residual_layers(stack)
+    _check_delta_seed(delta, seed)
     x0 = _as_batch(blocks, x).clone().requires_grad_(True)
     out = x0
     for block in blocks:
@@ -216,7 +225,13 @@ def residual_layer_stack(
         dtype: ``torch.float64`` (default, for exact comparisons) or ``torch.float32``.
         seed: if given, seed the global generator before building.
     """
+    depth = _validate.positive_int("depth", depth)
+    width = _validate.positive_int("width", width)
     alpha = _validate.finite_float("alpha", alpha, minimum=0.0)
+    init = _validate.choice("init", init, INITS)
+    activation = _validate.choice("activation", activation, ACTIVATIONS)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {type(dtype).__name__} {dtype!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if seed is not None:
@@ -292,6 +307,7 @@ def enumerate_paths(stack: nn.Module, x: torch.Tensor, delta: torch.Tensor | Non
     blocks = _residual_layers(stack)
     if len(blocks) > MAX_ENUMERATION_DEPTH:
         raise ValueError(f"stack depth must be <= {MAX_ENUMERATION_DEPTH} for brute-force enumeration (2^L paths), got {len(blocks)}")
+    _check_delta_seed(delta, seed)
     factors = branch_factors(stack, x)
     d = _delta(factors.output, delta, seed)
     depth = factors.depth
@@ -357,6 +373,8 @@ def path_length_decomposition(stack: nn.Module, x: torch.Tensor, delta: torch.Te
     :math:`\\sum_l (L-l) = L(L+1)/2` products :math:`A_l v`. Arguments as for :func:`enumerate_paths`
     (any depth).
     """
+    _residual_layers(stack)
+    _check_delta_seed(delta, seed)
     factors = branch_factors(stack, x)
     d = _delta(factors.output, delta, seed)
     depth = factors.depth
@@ -403,6 +421,8 @@ def dominant_lengths(weights: Sequence[float] | torch.Tensor, share: float = 0.9
     ``weights[k]`` is a non-negative amount per length (e.g. :math:`\\lVert c_k\\rVert`); ties go to
     the leftmost window. Non-finite weights raise ``ValueError``.
     """
+    if not isinstance(weights, torch.Tensor):
+        weights = _validate.float_array("weights", weights)
     w = torch.as_tensor(weights, dtype=torch.float64).flatten()
     if w.numel() == 0:
         raise ValueError("weights must be a non-empty sequence of non-negative numbers")
@@ -478,13 +498,14 @@ def sample_path_norms(
         lengths: lengths to sample (each in ``0..L``), default all.
         seed: seeds ``delta`` (when ``None``) and the choice of paths.
     """
-    factors = branch_factors(stack, x)
-    d = _delta(factors.output, delta, seed)
-    depth = factors.depth
+    depth = len(_residual_layers(stack))
+    _check_delta_seed(delta, seed)
     samples = _validate.positive_int("samples", samples)
     ks = list(range(depth + 1)) if lengths is None else _validate.int_sequence("lengths", lengths, minimum=0)
     if max(ks) > depth:
         raise ValueError(f"lengths must lie in 0..{depth}, got {max(ks)}")
+    factors = branch_factors(stack, x)
+    d = _delta(factors.output, delta, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     ranks = torch.rand(len(ks) * samples, depth, generator=gen).argsort(dim=1).argsort(dim=1)
     k_of_row = torch.tensor(ks).repeat_interleave(samples)
@@ -514,13 +535,16 @@ class BlockClassifier(nn.Module):
 
     def __init__(self, blocks: nn.Sequential, in_features: int, classes: int, init: str = "default") -> None:
         super().__init__()
-        if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        if not isinstance(blocks, nn.Sequential):
             raise TypeError(f"blocks must be a non-empty nn.Sequential of blocks, got {type(blocks).__name__}")
+        if len(blocks) == 0:
+            raise ValueError("blocks must be a non-empty nn.Sequential of blocks, got an empty one")
         width = getattr(blocks, "width", None) or getattr(blocks[0], "width", None)
         if width is None:
             raise ValueError("blocks must have a 'width' attribute (a reslab Stack or reslab blocks)")
         in_features = _validate.positive_int("in_features", in_features)
         classes = _validate.positive_int("classes", classes)
+        init = _validate.choice("init", init, INITS)
         self.stem = init_linear(nn.Linear(in_features, width), init)
         self.blocks = blocks
         self.head = init_linear(nn.Linear(width, classes), init)
@@ -556,11 +580,27 @@ def _flat_digits(data: Digits | None) -> tuple[torch.Tensor, torch.Tensor, torch
     return data.x_train, data.y_train, data.x_test, data.y_test
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, skip: Sequence[int] = ()) -> float:
-    """Fraction of ``x`` that ``model`` (a :class:`BlockClassifier`) classifies as ``y``, with blocks ``skip`` deleted."""
+def _check_xy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(model, BlockClassifier):
         raise TypeError(f"model must be a BlockClassifier, got {type(model).__name__}")
-    _validate.tensor("x", x, ndim=2)
+    _validate.tensor("x", x, ndim=2, last_dim=model.stem.in_features)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor of class labels, got {type(y).__name__}")
+    if tuple(y.shape) != (x.shape[0],):
+        raise ValueError(f"y must hold one label per row of x ({x.shape[0]}), got shape {tuple(y.shape)}")
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, skip: Sequence[int] = ()) -> float:
+    """Fraction of ``x`` that ``model`` (a :class:`BlockClassifier`) classifies as ``y``, with blocks ``skip`` deleted."""
+    _check_xy(model, x, y)
+    if isinstance(skip, (str, bytes)) or not isinstance(skip, Iterable):
+        raise TypeError(f"skip must be a sequence of block indices (integers), got {type(skip).__name__} {skip!r}")
+    n_blocks = len(model.blocks)
+    for i in skip:
+        if isinstance(i, bool) or not isinstance(i, Integral):
+            raise TypeError(f"skip must be a sequence of block indices (integers), got {type(i).__name__} {i!r}")
+        if not 0 <= i < n_blocks:
+            raise ValueError(f"skip must hold block indices in 0..{n_blocks - 1}, got {i}")
     with torch.no_grad():
         pred = model(x, skip=tuple(skip)).argmax(dim=1)
     return float((pred == y).double().mean())
@@ -568,8 +608,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, skip: Sequence[
 
 def lesion_accuracies(model: BlockClassifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Accuracy with each single block deleted: entry ``l`` is the accuracy without block ``l``."""
-    if not isinstance(model, BlockClassifier):
-        raise TypeError(f"model must be a BlockClassifier, got {type(model).__name__}")
+    _check_xy(model, x, y)
     return torch.tensor([accuracy(model, x, y, skip=(i,)) for i in range(len(model.blocks))], dtype=torch.float64)
 
 
@@ -635,6 +674,9 @@ def lesion_study(
     """
     from .train import train_seeds
 
+    kinds = _validate.choices("kinds", kinds, ("plain", "residual"))
+    if inits is not None and not isinstance(inits, Mapping):
+        raise TypeError(f"inits must be a mapping of kind -> init name, got {type(inits).__name__} {inits!r}")
     inits = dict(LESION_INITS if inits is None else inits)
     for kind in kinds:
         _validate.choice(f"inits[{kind!r}]", inits.get(kind, "he"), INITS)
@@ -642,7 +684,10 @@ def lesion_study(
     depth = _validate.positive_int("depth", depth)
     width = _validate.positive_int("width", width)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
-    kinds = [_validate.choice("kinds", k, ("plain", "residual")) for k in kinds]
+    steps = _validate.positive_int("steps", steps, minimum=0)
+    lr = _validate.finite_float("lr", lr, positive=True)
+    if batch_size is not None:
+        batch_size = _validate.positive_int("batch_size", batch_size)
     x_tr, y_tr, x_te, y_te = _flat_digits(data)
     out: dict[str, LesionStudy] = {}
     for kind in kinds:
@@ -680,7 +725,9 @@ def gradient_norm_sweep(
     (built after seeding with ``seed``) is probed with :func:`reslab.probes.layer_norms` on a
     standard normal batch of ``batch`` inputs (one forward and one backward pass, float32).
     """
+    kinds = _validate.choices("kinds", kinds, KINDS)
     depths = _validate.int_sequence("depths", depths)
+    inits = _validate.choices("inits", inits, INITS)
     width = _validate.positive_int("width", width)
     batch = _validate.positive_int("batch", batch)
     seed = _validate.positive_int("seed", seed, minimum=0)
@@ -751,7 +798,9 @@ def compare_fixes(
 
     One forward and one backward pass each (:func:`reslab.probes.layer_norms`), same input batch.
     """
-    names = list(FIXES) if names is None else [_validate.choice("names", n, FIXES) for n in names]
+    names = list(FIXES) if names is None else _validate.choices("names", names, FIXES)
+    depth = _validate.positive_int("depth", depth)
+    init = _validate.choice("init", init, INITS)
     batch = _validate.positive_int("batch", batch)
     seed = _validate.positive_int("seed", seed, minimum=0)
     x = _input(batch, _validate.positive_int("width", width), seed)
@@ -780,9 +829,17 @@ def train_deep(
     :class:`reslab.train.TrainResult` (loss before every step and after the last) and the trained
     model.
     """
-    from .train import train
+    from .train import OPTIMIZERS, train
 
+    name = _validate.choice("name", name, FIXES)
+    depth = _validate.positive_int("depth", depth)
+    width = _validate.positive_int("width", width)
+    init = _validate.choice("init", init, INITS)
+    steps = _validate.positive_int("steps", steps, minimum=0)
+    lr = _validate.finite_float("lr", lr, positive=True)
+    optimizer = _validate.choice("optimizer", optimizer, OPTIMIZERS)
     examples = _validate.positive_int("examples", examples)
+    seed = _validate.positive_int("seed", seed, minimum=0)
     x_tr, y_tr, _, _ = _flat_digits(data)
     x, y = x_tr[:examples], y_tr[:examples]
     stack = fix_stack(name, depth, width, init, seed=seed)
@@ -799,7 +856,10 @@ def variance_growth_per_block(activations: Sequence[float], blocks: int | None =
     count stops before the first non-finite or zero norm, so an overflowing stack still reports
     its growth rate before the overflow. Returns ``nan`` when no block is usable.
     """
-    acts = [float(a) for a in activations]
+    acts = _validate.float_array("activations", activations)
+    if acts.ndim != 1:
+        raise ValueError(f"activations must be a 1-D sequence of norms (l = 0..L), got shape {acts.shape}")
+    acts = [float(a) for a in acts]
     if len(acts) < 2:
         raise ValueError(f"activations must hold at least 2 norms (l = 0..L), got {len(acts)}")
     n = len(acts) - 1 if blocks is None else min(_validate.positive_int("blocks", blocks), len(acts) - 1)
@@ -818,6 +878,7 @@ def path_profile(depth: int, alpha: float, *, width: int = 32, batch: int = 4, i
     ``seed``) feed both measurements, so ``norms.gradients[0]`` equals the norm of
     ``decomposition.total()``.
     """
+    batch = _validate.positive_int("batch", batch)
     stack = residual_layer_stack(depth, width, alpha=alpha, init=init, seed=seed)
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return layer_norms(stack, x, seed=seed), path_length_decomposition(stack, x, seed=seed)
@@ -834,6 +895,9 @@ def path_profile_figure(depth: int, alpha: float, *, width: int = 32, batch: int
 
     from .plots import KIND_COLORS, PALETTE, log_line
 
+    share = _validate.finite_float("share", share, positive=True)
+    if share > 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
     norms, dec = path_profile(depth, alpha, width=width, batch=batch, init=init, seed=seed)
     ck = dec.norms()
     lo, hi = dominant_lengths(ck, share)

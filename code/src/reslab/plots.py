@@ -19,6 +19,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from . import _validate
+
 __all__ = ["PALETTE", "KIND_COLORS", "use_style", "color", "log_line", "layer_norm_figure", "figure_png", "decades"]
 
 #: Okabe & Ito's colour-blind-safe palette, black first.
@@ -84,8 +86,10 @@ def log_line(ax: Axes, x: Sequence[float], y: Sequence[float], *, label: str | N
     """
     if not isinstance(ax, Axes):
         raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
-    xs = np.asarray(x, dtype=float)
-    ys = np.asarray(y, dtype=float)
+    xs = _validate.float_array("x", x)
+    ys = _validate.float_array("y", y)
+    if label is not None and not isinstance(label, str):
+        raise TypeError(f"label must be a str or None, got {type(label).__name__} {label!r}")
     if xs.shape != ys.shape or xs.ndim != 1:
         raise ValueError(f"x and y must be 1-D and of equal length, got shapes {xs.shape} and {ys.shape}")
     ax.set_yscale("log")
@@ -121,8 +125,21 @@ def layer_norm_figure(
     ``series`` maps a legend label to the values at layers ``l = 0..L``. Labels that start
     with ``plain`` or ``residual`` get the book's colours for those families.
     """
-    if not isinstance(series, Mapping) or not series:
-        raise ValueError("series must be a non-empty mapping of label -> per-layer values")
+    if not isinstance(series, Mapping):
+        raise TypeError(f"series must be a mapping of label -> per-layer values, got {type(series).__name__}")
+    if not series:
+        raise ValueError("series must be a non-empty mapping of label -> per-layer values, got an empty mapping")
+    for label, values in series.items():
+        if not isinstance(label, str):
+            raise TypeError(f"series keys must be str labels, got {type(label).__name__} {label!r}")
+        _validate.float_array(f"series[{label!r}]", values)
+    for name, text in (("title", title), ("ylabel", ylabel)):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be a str, got {type(text).__name__} {text!r}")
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    if ylim is not None:
+        ylim = _validate.float_pair("ylim", ylim, positive=True, increasing=True)
     if ax is None:
         fig, ax = plt.subplots()
     else:
@@ -150,8 +167,8 @@ def figure_png(fig: Figure, dpi: int = 72, palette: bool = True) -> bytes:
     """
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 10:
-        raise ValueError(f"dpi must be an integer >= 10, got {dpi!r}")
+    dpi = _validate.positive_int("dpi", dpi, minimum=10)
+    palette = _validate.boolean("palette", palette)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
@@ -167,7 +184,7 @@ def figure_png(fig: Figure, dpi: int = 72, palette: bool = True) -> bytes:
 
 
 def _finite_range(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
+    arr = _validate.float_array("values", values)
     arr = arr[np.isfinite(arr) & (arr > 0)]
     if arr.size == 0:
         return (1e-3, 1.0)
@@ -176,5 +193,8 @@ def _finite_range(values: Sequence[float]) -> tuple[float, float]:
 
 def decades(values: Sequence[float]) -> float:
     """Number of decades spanned by the positive finite ``values`` (0 when fewer than two)."""
-    lo, hi = _finite_range(values)
-    return math.log10(hi / lo) if hi > 0 and lo > 0 else 0.0
+    arr = _validate.float_array("values", values)
+    if np.count_nonzero(np.isfinite(arr) & (arr > 0)) < 2:
+        return 0.0
+    lo, hi = _finite_range(arr)
+    return math.log10(hi / lo)

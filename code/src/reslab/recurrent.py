@@ -140,7 +140,7 @@ class RecurrentCell(nn.Module):
         if not is_lstm and isinstance(state, tuple):
             raise TypeError(f"state must be a tensor of shape (B, hidden_size) for a {type(self).__name__}, got a tuple")
         parts = state if is_lstm else (state,)
-        names = ("h", "c") if is_lstm else ("state",)
+        names = ("state[0] (h)", "state[1] (c)") if is_lstm else ("state",)
         for name, part in zip(names, parts):
             _validate.tensor(name, part, ndim=2, last_dim=self.hidden_size)
             if part.shape[0] != x.shape[0]:
@@ -446,11 +446,15 @@ def make_cell(kind: str, input_size: int, hidden_size: int, *, carry_bias: float
     kind = _validate.choice("kind", kind, CELLS)
     if not isinstance(forget_gate, bool):
         raise TypeError(f"forget_gate must be a bool, got {type(forget_gate).__name__}")
+    if carry_bias is not None:
+        carry_bias = _validate.finite_float("carry_bias", carry_bias)
     if kind == "rnn":
         if carry_bias is not None:
             raise ValueError("carry_bias is not accepted for kind='rnn': a vanilla RNN has no gate")
     if kind != "lstm" and not forget_gate:
         raise ValueError(f"forget_gate=False applies to kind='lstm' only, got kind={kind!r}")
+    if not forget_gate and carry_bias is not None:
+        raise ValueError("carry_bias needs forget_gate=True: the 1997 LSTM (forget_gate=False) has no forget gate to bias")
     if kind == "rnn":
         return RNNCell(input_size, hidden_size)
     if kind == "lstm":
@@ -487,12 +491,18 @@ def stack_cells(cells: Sequence[RecurrentCell]) -> RecurrentCell:
     parameters are new tensors: training the ensemble does not change the original cells
     (``parameter[m]`` is member ``m``'s value).
     """
-    if isinstance(cells, RecurrentCell) or not isinstance(cells, Sequence) or len(cells) == 0:
-        raise ValueError("cells must be a non-empty list of cells of one kind")
-    first = _single(cells[0])
+    if isinstance(cells, (str, bytes, RecurrentCell)) or not isinstance(cells, Sequence):
+        raise TypeError(f"cells must be a non-empty sequence of cells of one kind, got {type(cells).__name__}")
+    if len(cells) == 0:
+        raise ValueError("cells must be a non-empty sequence of cells of one kind, got an empty sequence")
+    for i, c in enumerate(cells):
+        if not isinstance(c, RecurrentCell):
+            raise TypeError(f"cells[{i}] must be a reslab.recurrent RNNCell, LSTMCell or GRUCell, got {type(c).__name__}")
+        if c.members is not None:
+            raise TypeError(f"cells[{i}] must be a single cell, not an ensemble from stack_cells")
+    first = cells[0]
     key = (type(first), first.input_size, first.hidden_size, getattr(first, "forget_gate", None), getattr(first, "convention", None))
     for i, c in enumerate(cells):
-        c = _single(c)
         other = (type(c), c.input_size, c.hidden_size, getattr(c, "forget_gate", None), getattr(c, "convention", None))
         if other != key:
             raise ValueError(f"cells[{i}] differs in kind or configuration from cells[0]: {c!r} vs {first!r}")
@@ -559,6 +569,7 @@ def set_spectral_radius_(cell: RNNCell, radius: float, seed: int = 0) -> RNNCell
 def set_carry_bias_(cell: RecurrentCell, value: float) -> RecurrentCell:
     """Set the bias of the gate that keeps the state: LSTM forget gate or GRU update gate (in place)."""
     cell = _check_cell(cell)
+    value = _validate.finite_float("value", value)
     if isinstance(cell, LSTMCell):
         return cell.set_forget_bias_(value)
     if isinstance(cell, GRUCell):
@@ -646,6 +657,8 @@ def gradient_through_time(cell: RecurrentCell, xs: torch.Tensor, state: State | 
     part = _validate.choice("part", part, PARTS)
     if part == "cell" and not isinstance(cell, LSTMCell):
         raise ValueError(f"part='cell' needs an LSTMCell, got {type(cell).__name__}")
+    if state is not None:
+        cell._check(xs[:, 0], state)
     c64 = copy.deepcopy(cell).double()
     if state is not None:
         state = tuple(s.double() for s in state) if isinstance(state, tuple) else state.double()

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import _validate
 from .plots import KIND_COLORS, PALETTE, log_line
-from .blocks import INITS, PreActResidualBlock, ProjectionResidualBlock, ResidualBlock
+from .blocks import ACTIVATIONS, INITS, PreActResidualBlock, ProjectionResidualBlock, ResidualBlock
 from .conv import HEADS, conv_net
 from .data import load_digits, small_residual_task
 from .train import OPTIMIZERS, train_seeds
@@ -162,9 +162,7 @@ def degradation_sweep(
     for d in depths:
         if d % 2:
             raise ValueError(f"depths must be even integers >= 2 (stem + 2 per block + head), got {d}")
-    if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:
-        raise TypeError(f"kinds must be a non-empty sequence drawn from {_SWEEP_KINDS}, got {kinds!r}")
-    kinds = [_validate.choice("kinds[]", k, _SWEEP_KINDS) for k in kinds]
+    kinds = _validate.choices("kinds", kinds, _SWEEP_KINDS)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
     channels = _validate.positive_int("channels", channels)
     steps = _validate.positive_int("steps", steps)
@@ -174,7 +172,8 @@ def degradation_sweep(
     head = _validate.choice("head", head, HEADS)
     if not isinstance(zero_init, bool):
         raise TypeError(f"zero_init must be a bool, got {type(zero_init).__name__}")
-    digits = load_digits(n_train, seed=split_seed)
+    split_seed = _validate.positive_int("split_seed", split_seed, minimum=0)
+    digits = load_digits(n_train, seed=split_seed)  # checks n_train
 
     curves: dict[tuple[str, int], torch.Tensor] = {}
     accuracy: dict[tuple[str, int], torch.Tensor] = {}
@@ -208,6 +207,7 @@ class BranchNet(nn.Module):
         self.depth = _validate.positive_int("depth", depth)
         self.width = _validate.positive_int("width", width)
         self.hidden = _validate.positive_int("hidden", hidden)
+        _validate.choice("activation", activation, ACTIVATIONS)
         self.branches = nn.ModuleList(
             nn.Sequential(nn.Linear(self.width, self.hidden), _Activation(activation), nn.Linear(self.hidden, self.width)) for _ in range(self.depth)
         )
@@ -309,11 +309,16 @@ def small_residual_race(
     depth = _validate.positive_int("depth", depth)
     width = _validate.positive_int("width", width)
     hidden = _validate.positive_int("hidden", hidden)
+    eps = _validate.finite_float("eps", eps, minimum=0.0)
+    n = _validate.positive_int("n", n)
+    lr = _validate.finite_float("lr", lr, positive=True)
+    task_seed = _validate.positive_int("task_seed", task_seed, minimum=0)
+    if threshold is not None:
+        threshold = _validate.finite_float("threshold", threshold, positive=True)
     task = small_residual_task(n, width, eps=eps, seed=task_seed)
     identity_loss = float(task.residual.pow(2).mean())
     if threshold is None:
         threshold = 0.1 * identity_loss if identity_loss > 0 else 1e-4
-    threshold = _validate.finite_float("threshold", threshold, positive=True)
     curves = {}
     for kind in ("plain", "residual"):
         result = train_seeds(lambda s, kind=kind: branch_net(kind, depth, width, hidden), seeds, task.x, task.y, steps=steps, lr=lr, loss="mse")
@@ -330,8 +335,10 @@ def residual_sum_gap(stack: nn.Sequential, x: torch.Tensor) -> float:
     error only (the telescoping sum is exact); after a post-activation block the ReLU removes
     the negative part of :math:`x_i + F_i(x_i)`, and the gap measures what it removed.
     """
-    if not isinstance(stack, nn.Sequential) or len(stack) == 0:
+    if not isinstance(stack, nn.Sequential):
         raise TypeError(f"stack must be a non-empty nn.Sequential of residual blocks, got {type(stack).__name__}")
+    if len(stack) == 0:
+        raise ValueError("stack must be a non-empty nn.Sequential of residual blocks, got an empty one")
     for i, block in enumerate(stack):
         if not isinstance(block, (ResidualBlock, PreActResidualBlock)):
             raise TypeError(f"stack[{i}] must be a ResidualBlock or PreActResidualBlock, got {type(block).__name__}")
@@ -370,6 +377,7 @@ def degradation_figure(result: DegradationResult, *, figsize: tuple[float, float
     sideways per kind so that the kinds do not hide each other.
     """
     result = _check_result(result)
+    figsize = _validate.float_pair("figsize", figsize, positive=True)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=figsize)
     depths = result.depths
     shift = {k: (i - (len(result.kinds) - 1) / 2) * 0.04 for i, k in enumerate(result.kinds)}
@@ -418,10 +426,16 @@ def curves_figure(
     (the frames of the chapter's explorer); with ``highlight=None`` all kinds are drawn alike.
     """
     result = _check_result(result)
+    depth = _validate.positive_int("depth", depth)
     for kind in result.kinds:
         result._key(kind, depth)
-    if highlight is not None and highlight not in result.kinds:
-        raise ValueError(f"highlight must be None or one of {result.kinds}, got {highlight!r}")
+    if highlight is not None:
+        _validate.choice("highlight", highlight, result.kinds)
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    if ylim is not None:
+        ylim = _validate.float_pair("ylim", ylim, positive=True, increasing=True)
+    figsize = _validate.float_pair("figsize", figsize, positive=True)
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
     else:
@@ -452,8 +466,14 @@ def race_figure(results: Sequence[RaceResult], *, figsize: tuple[float, float] =
     """
     if isinstance(results, RaceResult):
         results = [results]
-    if not results or not all(isinstance(r, RaceResult) for r in results):
-        raise TypeError("results must be a non-empty sequence of RaceResult")
+    if isinstance(results, (str, bytes)) or not isinstance(results, Sequence):
+        raise TypeError(f"results must be a RaceResult or a non-empty sequence of RaceResult, got {type(results).__name__}")
+    if not results:
+        raise ValueError("results must be a RaceResult or a non-empty sequence of RaceResult, got an empty sequence")
+    for i, r in enumerate(results):
+        if not isinstance(r, RaceResult):
+            raise TypeError(f"results[{i}] must be a RaceResult, got {type(r).__name__}")
+    figsize = _validate.float_pair("figsize", figsize, positive=True)
     fig, axes = plt.subplots(1, len(results), figsize=figsize, squeeze=False)
     for ax, res in zip(axes[0], results):
         for kind, curves in res.curves.items():

@@ -30,6 +30,7 @@ def setup(seed: int = 0, threads: int = 1, style: bool = True) -> None:
     """
     seed = _validate.positive_int("seed", seed, minimum=0)
     threads = _validate.positive_int("threads", threads)
+    style = _validate.boolean("style", style)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     random.seed(seed)
     np.random.seed(seed)
@@ -65,7 +66,12 @@ def fmt(value: float, digits: int = 3) -> str:
         if value.numel() != 1:
             raise ValueError(f"value must be a scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
-    value = float(value)
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"value must be a real number or a one-element tensor, got {type(value).__name__} {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"value must be a real number or a one-element tensor, got {type(value).__name__}") from None
     if math.isnan(value):
         return "nan"
     if math.isinf(value):

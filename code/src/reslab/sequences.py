@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -157,9 +157,11 @@ def train_recall(
     kind = _validate.choice("kind", kind, CELLS)
     lengths = _validate.int_sequence("lengths", lengths)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
-    if isinstance(carry_biases, (str, bytes)) or not isinstance(carry_biases, Sequence) or len(carry_biases) == 0:
-        raise ValueError("carry_biases must be a non-empty list of floats (or [None])")
-    biases = [None if b is None else _validate.finite_float("carry_biases", b) for b in carry_biases]
+    if isinstance(carry_biases, (str, bytes)) or not isinstance(carry_biases, Sequence):
+        raise TypeError(f"carry_biases must be a non-empty sequence of finite numbers (or [None]), got {type(carry_biases).__name__} {carry_biases!r}")
+    if len(carry_biases) == 0:
+        raise ValueError("carry_biases must be a non-empty sequence of finite numbers (or [None]), got an empty sequence")
+    biases = [None if b is None else _validate.finite_float(f"carry_biases[{i}]", b) for i, b in enumerate(carry_biases)]
     if kind == "rnn" and biases != [None]:
         raise ValueError("carry_biases must be [None] for kind='rnn': a vanilla RNN has no gate")
     if not isinstance(forget_gate, bool):
@@ -259,10 +261,9 @@ def spectral_radius_sweep(radii: Sequence[float], length: int, *, hidden: int = 
     Returns:
         ``{radius: float64 tensor (length + 1,)}``.
     """
-    if isinstance(radii, (str, bytes)) or not isinstance(radii, Sequence) or len(radii) == 0:
-        raise ValueError("radii must be a non-empty list of positive numbers")
-    radii = [_validate.finite_float("radii", r, positive=True) for r in radii]
+    radii = _validate.float_sequence("radii", radii, positive=True)
     length = _validate.positive_int("length", length)
+    hidden = _validate.positive_int("hidden", hidden)
     xs = _probe_inputs(length, _validate.positive_int("input_size", input_size), _validate.positive_int("batch", batch), _validate.positive_int("seed", seed, minimum=0))
     out = {}
     for r in radii:
@@ -287,12 +288,33 @@ def gradient_curves(kind: str, length: int, *, carry_bias: float | None = None, 
     """
     kind = _validate.choice("kind", kind, CELLS)
     length = _validate.positive_int("length", length)
+    if carry_bias is not None:
+        carry_bias = _validate.finite_float("carry_bias", carry_bias)
+    forget_gate = _validate.boolean("forget_gate", forget_gate)
+    hidden = _validate.positive_int("hidden", hidden)
     xs = _probe_inputs(length, _validate.positive_int("input_size", input_size), _validate.positive_int("batch", batch), _validate.positive_int("seed", seed, minimum=0))
     torch.manual_seed(seed)
     cell = make_cell(kind, input_size, hidden, carry_bias=carry_bias, forget_gate=forget_gate)
     full = gradient_through_time(cell, xs, part="cell" if kind == "lstm" else "state")
     direct = None if kind == "rnn" else carry_retention(cell, xs)
     return {"full": full, "direct": direct}
+
+
+def _check_curves(curves: object, length: int) -> None:
+    if not isinstance(curves, Mapping):
+        raise TypeError(f"curves must be a mapping of cell name -> gradient_curves(...) output, got {type(curves).__name__}")
+    if not curves:
+        raise ValueError("curves must be a non-empty mapping of cell name -> gradient_curves(...) output, got an empty mapping")
+    for name, c in curves.items():
+        if not isinstance(c, Mapping) or "full" not in c or "direct" not in c:
+            raise TypeError(f"curves[{name!r}] must be a mapping with 'full' and 'direct' entries (from gradient_curves), got {type(c).__name__}")
+        for part in ("full", "direct"):
+            values = c[part]
+            if values is None and part == "direct":
+                continue
+            _validate.tensor(f"curves[{name!r}][{part!r}]", values, ndim=1)
+            if values.shape[0] < length + 1:
+                raise ValueError(f"curves[{name!r}][{part!r}] must hold at least length + 1 = {length + 1} values, got {values.shape[0]}")
 
 
 def gradient_frame(curves: dict[str, dict[str, torch.Tensor | None]], length: int, carry_bias: float, *, ylim: tuple[float, float] = (1e-50, 1e3)) -> Figure:
@@ -309,6 +331,9 @@ def gradient_frame(curves: dict[str, dict[str, torch.Tensor | None]], length: in
     from .repro import fmt
 
     length = _validate.positive_int("length", length)
+    carry_bias = _validate.finite_float("carry_bias", carry_bias)
+    ylim = _validate.float_pair("ylim", ylim, positive=True, increasing=True)
+    _check_curves(curves, length)
     fig, ax = plt.subplots(figsize=(5.6, 3.3))
     t = list(range(length + 1))
     for i, (name, c) in enumerate(curves.items()):
@@ -368,9 +393,7 @@ def highway_init_gap(depths: Sequence[int], gate_biases: Sequence[float], *, wid
     """
     depths = _validate.int_sequence("depths", depths)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
-    if isinstance(gate_biases, (str, bytes)) or not isinstance(gate_biases, Sequence) or len(gate_biases) == 0:
-        raise ValueError("gate_biases must be a non-empty list of numbers")
-    biases = [_validate.finite_float("gate_biases", b) for b in gate_biases]
+    biases = _validate.float_sequence("gate_biases", gate_biases)
     width = _validate.positive_int("width", width)
     n = _validate.positive_int("n", n)
     gap = torch.zeros(len(biases), len(depths))
@@ -405,8 +428,12 @@ def highway_vs_residual(depth: int = 30, *, width: int = 32, gate_bias: float = 
     from .train import train_seeds
 
     depth = _validate.positive_int("depth", depth)
-    kinds = [_validate.choice("kinds", k, DEEP_KINDS) for k in kinds]
+    kinds = _validate.choices("kinds", kinds, DEEP_KINDS)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
+    width = _validate.positive_int("width", width)
+    gate_bias = _validate.finite_float("gate_bias", gate_bias)
+    steps = _validate.positive_int("steps", steps, minimum=0)
+    lr = _validate.finite_float("lr", lr, positive=True)
     digits = load_digits(_validate.positive_int("n_train", n_train), shape="flat")
     x, y = digits.x_train, digits.y_train
     out: dict[str, dict] = {"losses": {}, "accuracy": {}, "params": {}}
@@ -437,6 +464,14 @@ def reverse_task(n: int, length: int = 8, vocab: int = 10, seed: int = 0) -> tup
     return tokens, tokens.flip(1)
 
 
+def _check_heads(d_model: int, n_heads: int) -> tuple[int, int]:
+    d_model = _validate.positive_int("d_model", d_model)
+    n_heads = _validate.positive_int("n_heads", n_heads)
+    if d_model % n_heads:
+        raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}")
+    return d_model, n_heads
+
+
 class TinyTransformer(nn.Module):
     """Token embedding, ``depth`` :class:`~reslab.blocks.TransformerBlock`, (final LN for pre-LN), linear read-out.
 
@@ -449,7 +484,7 @@ class TinyTransformer(nn.Module):
         super().__init__()
         self.vocab = _validate.positive_int("vocab", vocab, minimum=2)
         self.length = _validate.positive_int("length", length)
-        self.d_model = _validate.positive_int("d_model", d_model)
+        self.d_model, n_heads = _check_heads(d_model, n_heads)
         self.depth = _validate.positive_int("depth", depth)
         self.norm = _validate.choice("norm", norm, TransformerBlock.NORMS)
         self.embed = nn.Embedding(self.vocab, self.d_model)
@@ -478,7 +513,9 @@ def transformer_grad_norms(depths: Sequence[int], *, norms: Sequence[str] = ("po
     """
     depths = _validate.int_sequence("depths", depths)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
-    norms = [_validate.choice("norms", n, TransformerBlock.NORMS) for n in norms]
+    norms = _validate.choices("norms", norms, TransformerBlock.NORMS)
+    _check_heads(d_model, n_heads)
+    batch = _validate.positive_int("batch", batch)
     out = {}
     for norm in norms:
         for depth in depths:
@@ -520,12 +557,15 @@ def train_transformers(*, norms: Sequence[str] = ("post", "pre"), seeds: Sequenc
     steps (``warmup=0``: constant ``lr`` from the first step). Fresh mini-batches every step,
     the same for every model; one model per (norm, seed).
     """
-    norms = [_validate.choice("norms", n, TransformerBlock.NORMS) for n in norms]
+    norms = _validate.choices("norms", norms, TransformerBlock.NORMS)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
+    depth = _validate.positive_int("depth", depth)
+    _check_heads(d_model, n_heads)
     lr = _validate.finite_float("lr", lr, positive=True)
     warmup = _validate.positive_int("warmup", warmup, minimum=0)
     steps = _validate.positive_int("steps", steps, minimum=0)
     batch = _validate.positive_int("batch", batch)
+    n_test = _validate.positive_int("n_test", n_test)
     losses = torch.full((len(norms), len(seeds), steps + 1), float("nan"))
     acc = torch.zeros(len(norms), len(seeds))
     test_x, test_y = reverse_task(_validate.positive_int("n_test", n_test), seed=10**6)

@@ -30,7 +30,7 @@ OPTIMIZERS = ("adam", "sgd")
 
 def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss called ``name``: ``"mse"`` (mean over all entries) or ``"cross_entropy"`` (integer targets)."""
-    name = _validate.choice("loss", name, LOSSES)
+    name = _validate.choice("name (of a loss)", name, LOSSES)
     return F_.mse_loss if name == "mse" else F_.cross_entropy
 
 
@@ -52,10 +52,11 @@ class TrainResult:
         return self.losses[:, -1]
 
 
-def _check_common(steps: int, lr: float, loss: str, optimizer: str, batch_size: int | None) -> tuple[int, float, Callable, str, int | None]:
+def _check_common(steps: int, lr: float, loss: str, optimizer: str, batch_size: int | None, data_seed: int) -> tuple[int, float, Callable, str, int | None]:
+    _validate.positive_int("data_seed", data_seed, minimum=0)
     steps = _validate.positive_int("steps", steps, minimum=0)
     lr = _validate.finite_float("lr", lr, positive=True)
-    fn = loss_fn(loss)
+    fn = loss_fn(_validate.choice("loss", loss, LOSSES))
     optimizer = _validate.choice("optimizer", optimizer, OPTIMIZERS)
     if batch_size is not None:
         batch_size = _validate.positive_int("batch_size", batch_size)
@@ -84,6 +85,8 @@ def _batches(n: int, steps: int, batch_size: int | None, seed: int) -> list[torc
 
 def _check_data(inputs: torch.Tensor, targets: torch.Tensor) -> None:
     _validate.tensor("inputs", inputs)
+    if inputs.ndim == 0:
+        raise ValueError("inputs must have at least one dimension (one row per example), got a 0-dimensional tensor")
     if not isinstance(targets, torch.Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
     if inputs.shape[0] != targets.shape[0]:
@@ -117,7 +120,7 @@ def train(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    steps, lr, fn, optimizer, batch_size = _check_common(steps, lr, loss, optimizer, batch_size)
+    steps, lr, fn, optimizer, batch_size = _check_common(steps, lr, loss, optimizer, batch_size, data_seed)
     _check_data(inputs, targets)
     opt = _make_optimizer(optimizer, model.parameters(), lr)
     losses = torch.empty(steps + 1)
@@ -164,7 +167,8 @@ def train_seeds(
     if not callable(build):
         raise TypeError(f"build must be a callable seed -> nn.Module, got {type(build).__name__}")
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
-    steps, lr, fn, optimizer, batch_size = _check_common(steps, lr, loss, optimizer, batch_size)
+    steps, lr, fn, optimizer, batch_size = _check_common(steps, lr, loss, optimizer, batch_size, data_seed)
+    batched = _validate.boolean("batched", batched)
     _check_data(inputs, targets)
     models = []
     for seed in seeds:

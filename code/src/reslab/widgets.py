@@ -97,6 +97,13 @@ class FrameExplorer(widgets.VBox):
         dpi = _validate.positive_int("dpi", dpi, minimum=10)
         if not isinstance(width, str):
             raise TypeError(f"width must be a CSS length string, got {type(width).__name__}")
+        if alt is not None:
+            if not isinstance(alt, str):
+                raise TypeError(f"alt must be a str (a format template of the parameters) or None, got {type(alt).__name__}")
+            try:
+                alt.format(**{name: vals[0] for name, vals in zip(names, values)})
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise ValueError(f"alt must be a str.format template using only the parameter names {tuple(names)}, got {alt!r} ({exc!r})") from None
         self.names = names
         self.values = values
         self.frames: dict[tuple[Any, ...], widgets.HTML] = {}
