@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 
 import pytest
 import torch
@@ -10,6 +12,22 @@ import torch
 import reslab
 from reslab import nets, paths, probes
 from reslab.blocks import ResidualLayer
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail (instead of hanging) when the body runs longer than ``seconds`` of wall time."""
+
+    def _expired(signum, frame):
+        raise TimeoutError(f"did not return within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _stack(depth: int, width: int = 5, seed: int = 0, activation: str = "relu", init: str = "default", alpha: float = 1.0):
@@ -159,10 +177,12 @@ def test_dominant_lengths():
 
 
 def test_variance_growth_per_block():
-    assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, 4.0]), 4.0)
-    assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, float("inf")]), 4.0)
-    assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, 4.0, 100.0], blocks=2), 4.0)
-    assert math.isnan(paths.variance_growth_per_block([1.0, float("nan")]))
+    with deadline(2.0):  # a broken loop must fail the test, not hang it
+        assert math.isnan(paths.variance_growth_per_block([0.0, 1.0, 2.0]))  # x_0 = 0: no growth rate
+        assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, 4.0]), 4.0)
+        assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, float("inf")]), 4.0)
+        assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, 4.0, 100.0], blocks=2), 4.0)
+        assert math.isnan(paths.variance_growth_per_block([1.0, float("nan")]))
 
 
 def test_path_profile_is_consistent_with_layer_norms():

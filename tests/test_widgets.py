@@ -87,3 +87,65 @@ def test_frame_lookup_validates_point():
         ex.frame(a=3)
     with pytest.raises(ValueError, match="exactly the parameters"):
         ex.frame(b=1)
+
+
+def _png_size(png):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).size
+
+
+def test_frames_default_to_72_dpi_at_full_width():
+    ex = FrameExplorer(_render, {"depth": [1]})
+    assert _png_size(ex.pngs[(1,)]) == (144, 108)  # a 2 x 1.5 inch figure at 72 dpi
+    assert 'style="width:100%;height:auto;max-width:100%"' in ex.frame(depth=1).value
+    small = FrameExplorer(_render, {"depth": [1]}, dpi=36, width="480px")
+    assert _png_size(small.pngs[(1,)]) == (72, 54)
+    assert 'style="width:480px;' in small.frame(depth=1).value
+
+
+def test_css_width_is_escaped_inside_the_style_attribute():
+    ex = FrameExplorer(lambda a: b"\x89PNG", {"a": [1]}, width='50%" onerror="alert(1)')
+    html = ex.frame(a=1).value
+    assert 'onerror="' not in html and "50%&quot; onerror=&quot;alert(1)" in html
+
+
+def test_explorer_and_frames_carry_their_css_classes():
+    ex = FrameExplorer(lambda a: b"\x89PNG", {"a": [1, 2]})
+    assert "reslab-frame-explorer" in ex._dom_classes  # the browser check finds explorers by it
+    assert all("reslab-frame-box" in f._dom_classes for f in ex.frames.values())
+
+
+def test_sliders_start_on_the_first_frame_and_label_values():
+    ex = FrameExplorer(lambda depth, gain: b"\x89PNG", {"depth": [2, 4], "gain": [0.9, 1.0, 1.1]})
+    depth, gain = ex.sliders
+    assert (depth.description, gain.description) == ("depth", "gain")
+    assert gain.options == (("0.9", 0), ("1", 1), ("1.1", 2))  # floats printed with %g
+    assert all(s.index == 0 and s.value == 0 for s in ex.sliders)
+    assert all(s.selected_index == 0 for s in ex.stacks)  # what each slider shows before it moves
+    assert all(s.continuous_update for s in ex.sliders)  # frames switch while dragging
+    assert all(s.style.description_width == "initial" for s in ex.sliders)  # long names are not cut
+    assert all(s.layout.width == "420px" for s in ex.sliders)
+    # default alt text names every parameter; frames are numbered row by row
+    last = ex.frame(depth=4, gain=1.1)
+    assert last.description_text == "depth = 4, gain = 1.1"
+    assert 'class="reslab-frame reslab-frame-5"' in last.value
+    one = FrameExplorer(lambda k: b"\x89PNG", {"k": ["a", "b"]})
+    assert one.stacks[0].selected_index == 0 and one.sliders[0].index == 0
+
+
+@pytest.mark.parametrize(
+    "grid, kwargs, error, needle",
+    [
+        ({"a": "abc"}, {}, ValueError, "non-empty list"),
+        ({"a": b"ab"}, {}, ValueError, "non-empty list"),
+        ({"a": {1, 2}}, {}, ValueError, "non-empty list"),  # a set has no order
+        ({1: [1]}, {}, ValueError, "identifiers"),
+        ({"a": [1]}, {"width": 480}, TypeError, "width"),
+    ],
+)
+def test_more_bad_explorer_arguments_raise(grid, kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        FrameExplorer(lambda **p: b"\x89PNG", grid, **kwargs)

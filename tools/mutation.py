@@ -59,6 +59,35 @@ SCOPE = ["_validate", "blocks", "nets", "conv", "probes", "paths", "train", "rec
 # Unit tests that run in the test process (they see a mutant); the rest start fresh processes,
 # need the built book or a browser, or check files outside the package.
 EXCLUDED_TESTS = {"test_browser.py", "test_notebooks.py", "test_determinism.py", "test_hygiene.py", "test_vendor.py"}
+# Chapter-claim tests that take 0.5 s or more each (a training run, a large sweep). mutmut runs
+# every test that reaches a mutated function once per mutant, so these would cost hours; the
+# claims they check run in `make unit` as usual, and nbval checks the chapters' outputs.
+SLOW_TESTS = [
+    "test_probes.py::test_random_jacobian_lognorm_spread_grows_with_depth",
+    "test_highway_transformer.py::test_no_warmup_high_lr_post_ln_stalls_pre_ln_learns",
+    "test_highway_transformer.py::test_pre_and_post_ln_gradient_norms_at_initialisation",
+    "test_sequences.py::test_long_memory_reduced_claim_lstm_carries_where_rnn_forgets",
+    "test_paths.py::test_fixes_bound_the_1000_block_forward_pass",
+    "test_lesion.py::test_residual_degrades_gracefully_plain_collapses",
+    "test_nets.py::test_measured_facts_of_the_syllabus",
+    "test_identity.py::test_target_comparison_same_order",
+    "test_identity.py::test_depth_sweep_central_claim",
+    "test_reframing.py::test_central_claim_residual_beats_plain_at_largest_depth_for_every_seed",
+    "test_reframing.py::test_sweep_result_structure",
+    "test_reframing.py::test_figures_render",
+]
+DESELECT_HOOK = """
+
+# Added by tools/mutation.py: leave the slow chapter-claim tests out of the mutation run.
+_MUTATION_SLOW = set({slow!r})
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = [item for item in items if item.nodeid.split("tests/", 1)[-1] in _MUTATION_SLOW]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]
+"""
 
 KILLED, SURVIVED, NO_TESTS, TIMEOUT, SUSPICIOUS = "killed", "survived", "no tests", "timeout", "suspicious"
 STATUS = {None: "not checked", 1: KILLED, 3: KILLED, 0: SURVIVED, 5: NO_TESTS, 33: NO_TESTS, 36: TIMEOUT, -24: TIMEOUT, 24: TIMEOUT, -9: TIMEOUT}
@@ -72,7 +101,7 @@ def stage(modules: list[str]) -> None:
     shutil.copytree(ROOT / "code" / "src", STAGE / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for test in sorted((ROOT / "tests").glob("*.py")):
         if test.name not in EXCLUDED_TESTS:
-            shutil.copy2(test, STAGE / "tests" / test.name)
+            (STAGE / "tests" / test.name).write_bytes(_staged_test(test))
     only = ", ".join(f'"src/reslab/{m}.py"' for m in modules)
     (STAGE / "pyproject.toml").write_text(
         "[tool.mutmut]\n"
@@ -95,8 +124,15 @@ def refresh_stage() -> None:
     for test in sorted((ROOT / "tests").glob("*.py")):
         if test.name not in EXCLUDED_TESTS:
             for dst in (STAGE / "tests" / test.name, STAGE / "mutants" / "tests" / test.name):
-                if not dst.exists() or dst.read_bytes() != test.read_bytes():
-                    shutil.copy2(test, dst)
+                if not dst.exists() or dst.read_bytes() != _staged_test(test):
+                    dst.write_bytes(_staged_test(test))
+
+
+def _staged_test(path: Path) -> bytes:
+    text = path.read_bytes()
+    if path.name == "conftest.py":
+        text += DESELECT_HOOK.format(slow=sorted(SLOW_TESTS)).encode()
+    return text
 
 
 def run(children: int, names: list[str] = ()) -> int:
@@ -201,6 +237,11 @@ def report(records: list[dict], modules: list[str]) -> float:
               "| function | before | after | why |", "|---|---|---|---|"]
     for r, e in judged:
         lines.append(f"| `{r['module']}.{r['function']}` | `{_cell(r['before'])}` | `{_cell(r['after'])}` | {e['why']} |")
+    used = {id(e) for _, e in judged}
+    stale = [e for e in equivalent if id(e) not in used and e["module"] in modules]
+    if stale:
+        lines += ["", f"{len(stale)} entries of `tests/mutation_equivalent.toml` match no surviving mutant (the code changed): "
+                  + ", ".join(f"`{e['module']}.{e['function']}`" for e in stale) + "."]
     lines += ["", "## Other surviving mutants", "", "| function | status | before | after |", "|---|---|---|---|"]
     for r in survivors:
         lines.append(f"| `{r['module']}.{r['function']}` | {r['status']} | `{_cell(r['before'])}` | `{_cell(r['after'])}` |")
@@ -255,7 +296,7 @@ def _main(args: argparse.Namespace) -> int:
         # Changed functions get fresh mutants, tested first; then every mutant that was not
         # killed before is tried again against the current tests.
         refresh_stage()
-        before = {r["key"] for r in load_results() if r["status"] not in (KILLED, TIMEOUT) and r["module"] in args.modules}
+        before = {r["key"] for r in load_results() if r["status"] not in (KILLED, TIMEOUT, "not checked") and r["module"] in args.modules}
         if run(args.children) not in (0, 1):
             print("mutmut failed", file=sys.stderr)
             return 2
