@@ -134,10 +134,27 @@ def test_stacked_layers_equal_their_members():
     # one flat parameter tensor holds everything, with its gradient
     assert stacked.flat.numel() == 3 * sum(p.numel() for p in convs[0].parameters())
     assert stacked.flat.grad is not None and stacked.flat.grad.shape == stacked.flat.shape
-    lin = [torch.nn.Linear(5, 3) for _ in range(2)]
-    z = torch.randn(4, 7, 5)  # extra leading axes are carried through
-    with torch.no_grad():
-        assert torch.allclose(train.stack_models(lin)(z), torch.stack([m(z) for m in lin]), atol=1e-6)
+    for d_in, d_out in ((5, 3), (40, 5)):  # a square-ish layer, and a narrowing one (transposed product)
+        lin = [torch.nn.Linear(d_in, d_out) for _ in range(2)]
+        z = torch.randn(4, 7, d_in)  # extra leading axes are carried through
+        stacked_lin = train.stack_models(lin)
+        out = stacked_lin(z)
+        ref = torch.stack([m(z) for m in lin])
+        assert torch.allclose(out, ref, atol=1e-5)
+        g = torch.randn_like(out)
+        out.backward(g)
+        ref.backward(g)
+        layer = stacked_lin.network
+        assert layer.narrow == (d_out * 4 <= d_in)
+        for i, m in enumerate(lin):
+            w_grad = layer.weight.grad[i] if layer.narrow else layer.weight.grad[i].T
+            assert torch.allclose(w_grad, m.weight.grad, atol=1e-4)
+            assert torch.allclose(layer.bias.grad[i].reshape(-1), m.bias.grad, atol=1e-4)
+        before = lin[1].weight.detach().clone()
+        with torch.no_grad():
+            layer.weight.mul_(2.0)
+        stacked_lin.write_back(lin)
+        assert torch.equal(lin[1].weight, 2 * before)
 
 
 def test_chapter_models_take_the_stacked_engine():
