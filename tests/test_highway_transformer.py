@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from reslab import blocks as B
 from reslab import sequences as S
@@ -57,13 +57,27 @@ def test_deep_classifier_shapes_and_parameter_counts():
     assert highway - plain == 5 * (16 * 16 + 16)  # one extra gate matrix per block
 
 
-def test_transformer_block_attention_matches_pytorch_sdpa():
+@pytest.mark.parametrize("causal", [True, False])
+def test_transformer_block_attention_is_the_formula_written_out(causal):
+    """softmax(q k^T / sqrt(d_h)) v per head, masked above the diagonal when causal; and its gradient."""
     torch.manual_seed(2)
-    block = B.TransformerBlock(16, 4, causal=True)
-    x = torch.randn(3, 5, 16)
+    block = B.TransformerBlock(16, 4, causal=causal)
+    x = torch.randn(3, 5, 16, requires_grad=True)
     q, k, v = block.qkv(x).reshape(3, 5, 3, 4, 4).permute(2, 0, 3, 1, 4)
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, 5, 16)
-    assert torch.allclose(block.attention(x), block.proj(ref), atol=1e-5)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(4)
+    if causal:
+        scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    ref = block.proj((torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(3, 5, 16))
+    out = block.attention(x)
+    assert torch.allclose(out, ref, atol=1e-5)
+    g = torch.randn_like(out)
+    (g_out,) = torch.autograd.grad(out, x, g, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(ref, x, g)
+    assert torch.allclose(g_out, g_ref, atol=1e-5)
+    if causal:  # the first token attends to itself only: changing later tokens leaves it unchanged
+        y = x.detach().clone()
+        y[:, 1:] += 1.0
+        assert torch.allclose(block.attention(y)[:, 0], out[:, 0], atol=1e-6)
 
 
 def test_pre_ln_block_with_zero_branches_is_the_identity_post_ln_is_not():
@@ -119,3 +133,29 @@ def test_no_warmup_high_lr_post_ln_stalls_pre_ln_learns():
     post, pre = runs.losses[0, 0, -1], runs.losses[1, 0, -1]
     assert float(post) > 1.5 > 0.5 > float(pre)
     assert runs.accuracy.shape == (2, 1) and float(runs.accuracy[1, 0]) > 0.9
+
+
+def test_stacked_tiny_transformers_equal_their_members():
+    from reslab.train import stack_models
+
+    models = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        models.append(S.TinyTransformer(depth=2, norm="pre"))
+    tokens, _ = S.reverse_task(5, seed=3)
+    stacked = stack_models(models)
+    with torch.no_grad():
+        assert torch.allclose(stacked(tokens), torch.stack([m(tokens) for m in models]), atol=1e-5)
+    with pytest.raises(ValueError, match="S, B"):
+        stacked.network(tokens)  # inside the stack, tokens carry the member axis
+
+
+def test_batched_transformer_training_equals_one_model_at_a_time():
+    kw = dict(seeds=(0, 1), depth=2, steps=8, lr=3e-3, warmup=4, n_test=64)
+    batched = S.train_transformers(**kw)
+    loop = S.train_transformers(batched=False, **kw)
+    assert torch.allclose(batched.losses, loop.losses, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(batched.accuracy, loop.accuracy, atol=1.5 / (64 * 8))
+    assert (batched.losses[:, :, -1] < batched.losses[:, :, 0]).all()
+    with pytest.raises(TypeError, match="batched"):
+        S.train_transformers(batched=1)

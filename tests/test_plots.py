@@ -51,6 +51,29 @@ def test_figure_png_is_deterministic_and_closes():
     assert Image.open(io.BytesIO(a)).mode == "P" and Image.open(io.BytesIO(full)).mode == "RGBA"
 
 
+def test_figure_png_on_the_shared_canvas_gives_the_bytes_of_a_fresh_canvas():
+    """Frames render on one Agg canvas (its typeset-math cache lives on): same bytes as a new canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def make(size=(3, 2)):
+        fig, ax = plt.subplots(figsize=size)
+        ax.plot([1, 2, 3], [1e-30, 1.0, 1e3])
+        ax.set_yscale("log")
+        ax.set(xlabel="steps $t$", ylabel=r"$\Vert\partial s_t/\partial s_0\Vert_2$", title="T = 25")
+        return fig
+
+    fresh = make()
+    FigureCanvasAgg(fresh)
+    buf = io.BytesIO()
+    fresh.savefig(buf, format="png", dpi=72, metadata={"Software": None})
+    plt.close(fresh)
+    first = plots.figure_png(make(), palette=False)
+    plots.figure_png(make((5, 4)), palette=False)  # another size in between
+    again = plots.figure_png(make(), palette=False)
+    assert first == again == buf.getvalue()
+    assert plt.get_fignums() == []
+
+
 def test_style_uses_colourblind_palette_and_opaque_background():
     plots.use_style()
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]

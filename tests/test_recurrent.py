@@ -553,3 +553,43 @@ def test_initial_weights_are_uniform_within_one_over_sqrt_hidden():
     for name, p in cell.named_parameters():
         assert float(p.abs().max()) <= bound, name
     assert float(cell.weight_ih.abs().max()) > 0.9 * bound  # 512 draws fill the range
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_final_states_equal_the_full_unroll_read_at_each_length(kind):
+    """Members leave the batch once read: the same states and gradients, up to float rounding."""
+    torch.manual_seed(5)
+    cells = [R.make_cell(kind, 3, 5) for _ in range(5)]
+    lengths = [2, 2, 7, 9, 9]
+    xs = torch.randn(4, 11, 3)
+    full_ens, short_ens = R.stack_cells(cells), R.stack_cells(cells)
+    hs, _ = R.unroll(full_ens, xs)
+    ref = hs[torch.arange(5), :, torch.tensor(lengths) - 1]
+    out = R.final_states(short_ens, xs, lengths)
+    assert out.shape == (5, 4, 5)
+    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-7)
+    g = torch.randn_like(out)
+    ref.backward(g)
+    out.backward(g)
+    for a, b in zip(full_ens.parameters(), short_ens.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+    # a member past its length gets no gradient from later inputs: moving them changes nothing
+    xs2 = xs.clone()
+    xs2[:, 2:] += 1.0
+    with torch.no_grad():
+        assert torch.allclose(R.final_states(short_ens, xs2, lengths)[:2], out[:2].detach(), rtol=1e-6, atol=1e-7)
+        assert not torch.allclose(R.final_states(short_ens, xs2, lengths)[2:], out[2:].detach(), atol=1e-3)
+
+
+def test_final_states_rejects_bad_lengths():
+    ens = R.stack_cells([R.GRUCell(3, 4), R.GRUCell(3, 4)])
+    xs = torch.randn(2, 6, 3)
+    with pytest.raises(TypeError, match="ensemble"):
+        R.final_states(R.GRUCell(3, 4), xs, [3])
+    with pytest.raises(ValueError, match="one length per member"):
+        R.final_states(ens, xs, [3])
+    with pytest.raises(ValueError, match="must not decrease"):
+        R.final_states(ens, xs, [5, 3])
+    with pytest.raises(ValueError, match="at most the sequence length 6"):
+        R.final_states(ens, xs, [3, 7])
+    with pytest.raises(ValueError, match="lengths"):
+        R.final_states(ens, xs, [0, 3])

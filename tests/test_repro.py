@@ -14,6 +14,9 @@ def test_setup_seeds_and_threads():
     reslab.setup(seed=5)
     assert torch.equal(a, torch.randn(3))
     assert torch.equal(torch.randn(2, generator=generator(1)), torch.randn(2, generator=generator(1)))
+    # deterministic kernels, without the NaN pre-fill of every new tensor
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
 
 
 @pytest.mark.parametrize(

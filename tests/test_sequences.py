@@ -87,3 +87,14 @@ def test_math_of_the_retention_rule():
     # after T steps a fixed carry gate sigma(b) keeps sigma(b)^T: b = 3 keeps ~0.7% over 100 steps
     keep = 1 / (1 + math.exp(-3.0))
     assert 0.005 < keep**100 < 0.01
+
+
+def test_train_recall_returns_every_member_in_its_grid_cell():
+    """Members train ordered by length; results come back indexed [bias, length, seed]."""
+    grid = S.train_recall("gru", [7, 3], [2, 0], carry_biases=(3.0, 1.0), steps=6, hidden=5)
+    for i, b in enumerate((3.0, 1.0)):
+        for j, t in enumerate((7, 3)):
+            for k, s in enumerate((2, 0)):
+                alone = S.train_recall("gru", [t], [s], carry_biases=(b,), steps=6, hidden=5)
+                assert float((grid.losses[i, j, k] - alone.losses[0, 0, 0]).abs().max()) < 1e-5, (b, t, s)
+                assert float(grid.accuracy[i, j, k]) == pytest.approx(float(alone.accuracy[0, 0, 0]), abs=1e-6)

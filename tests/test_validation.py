@@ -301,9 +301,12 @@ TABLE: dict[str, Entry] = {
     "train.train": E(train.train, lambda: dict(model=_stack(), inputs=randn(6, 4), targets=randn(6, 4), steps=1, lr=0.01, loss="mse", optimizer="sgd", batch_size=2, data_seed=1),
                      model=Obj(), steps=Int(0), lr=Real(positive=True), loss=Name(train.LOSSES), optimizer=Name(train.OPTIMIZERS), batch_size=Int(), data_seed=Int(0), **_LOSS_XY),
     "train.train_seeds": E(train.train_seeds, lambda: dict(build=lambda s: _stack(), seeds=[0, 1], inputs=randn(6, 4), targets=randn(6, 4), steps=1, lr=0.01, loss="mse",
-                                                           optimizer="sgd", batch_size=2, data_seed=1, batched=True),
+                                                           optimizer="sgd", batch_size=2, data_seed=1, batched=True, engine="auto"),
                            build=Fn() + Custom(Bad(lambda s: "net", TypeError, "nn.Module")), seeds=Ints(0), steps=Int(0), lr=Real(positive=True), loss=Name(train.LOSSES),
-                           optimizer=Name(train.OPTIMIZERS), batch_size=Int(), data_seed=Int(0), batched=Flag(), **_LOSS_XY),
+                           optimizer=Name(train.OPTIMIZERS), batch_size=Int(), data_seed=Int(0), batched=Flag(), engine=Name(train.ENGINES), **_LOSS_XY),
+    "train.stack_models": E(train.stack_models, lambda: dict(models=[_stack(), _stack()]),
+                            models=Custom(Bad([], ValueError, "non-empty"), Bad(_stack(), ValueError, "non-empty list"), Bad([_stack(), "net"], TypeError, "nn.Module"),
+                                          Bad([_stack(width=4), _stack(width=5)], ValueError, None))),
     # -- plots -------------------------------------------------------------------------------
     "plots.use_style": E(plots.use_style, lambda: dict()),
     "plots.color": E(plots.color, lambda: dict(index_or_name="green"),
@@ -489,6 +492,9 @@ TABLE: dict[str, Entry] = {
     "recurrent.gradient_through_time": E(recurrent.gradient_through_time, lambda: dict(cell=_cell(), xs=randn(2, 3, 2), state=torch.zeros(2, 4), part="hidden"),
                                          cell=Obj("RNNCell"), xs=_SEQ_X, state=Custom(Bad("s", TypeError, "Tensor"), Bad(torch.zeros(3, 4), ValueError, "batch size")),
                                          part=Name(recurrent.PARTS) + Custom(Bad("cell", ValueError, "LSTMCell"))),
+    "recurrent.final_states": E(recurrent.final_states, lambda: dict(cell=recurrent.stack_cells([_cell(), _cell()]), xs=randn(2, 3, 2), lengths=[2, 3]),
+                                cell=Obj("RNNCell") + Custom(Bad(_cell(), TypeError, "ensemble")), xs=_SEQ_X,
+                                lengths=Ints() + Custom(Bad([2], ValueError, "one length per member"), Bad([3, 2], ValueError, "not decrease"), Bad([2, 4], ValueError, "at most"))),
     "recurrent.carry_retention": E(recurrent.carry_retention, lambda: dict(cell=_cell("gru"), xs=randn(2, 3, 2), state=torch.zeros(2, 4)),
                                    cell=Obj("RNNCell") + Custom(Bad(recurrent.RNNCell(2, 4), TypeError, "no gated direct path")), xs=_SEQ_X,
                                    state=Custom(Bad("s", TypeError, "Tensor"), Bad(torch.zeros(3, 4), ValueError, "batch size"))),
@@ -532,9 +538,9 @@ TABLE: dict[str, Entry] = {
     "sequences.transformer_grad_norms": E(sequences.transformer_grad_norms, lambda: dict(depths=[1], norms=["pre"], seeds=[0], d_model=4, n_heads=2, batch=2),
                                           depths=Ints(), norms=Names(blocks.TransformerBlock.NORMS), seeds=Ints(0), d_model=Int() + Custom(Bad(5, ValueError, "divisible")),
                                           n_heads=Int() + Custom(Rel(3, ValueError, "divisible")), batch=Int()),
-    "sequences.train_transformers": E(sequences.train_transformers, lambda: dict(norms=["pre"], seeds=[0], depth=1, d_model=4, n_heads=2, lr=0.01, warmup=1, steps=1, batch=2, n_test=4),
+    "sequences.train_transformers": E(sequences.train_transformers, lambda: dict(norms=["pre"], seeds=[0], depth=1, d_model=4, n_heads=2, lr=0.01, warmup=1, steps=1, batch=2, n_test=4, batched=True),
                                       norms=Names(blocks.TransformerBlock.NORMS), seeds=Ints(0), depth=Int(), d_model=Int() + Custom(Bad(5, ValueError, "divisible")),
-                                      n_heads=Int() + Custom(Rel(3, ValueError, "divisible")), lr=Real(positive=True), warmup=Int(0), steps=Int(0), batch=Int(), n_test=Int()),
+                                      n_heads=Int() + Custom(Rel(3, ValueError, "divisible")), lr=Real(positive=True), warmup=Int(0), steps=Int(0), batch=Int(), n_test=Int(), batched=Flag()),
     # -- repro -------------------------------------------------------------------------------
     "repro.setup": E(repro.setup, lambda: dict(seed=0, threads=1, style=False), seed=Int(0), threads=Int(), style=Flag()),
     "repro.generator": E(repro.generator, lambda: dict(seed=3), seed=Int(0)),
@@ -553,6 +559,9 @@ EXEMPT = {
         "reframing.DegradationResult", "reframing.RaceResult", "paths.BranchFactors", "paths.PathEnumeration", "paths.PathDecomposition",
         "paths.PathNormSample", "paths.LesionStudy", "sequences.RecallResult", "sequences.TransformerRuns",
     )
+} | {
+    # Built by stack_models, which checks the models; its own arguments come from there.
+    "train.StackedModels": "built only by train.stack_models, which checks its input",
 }
 
 

@@ -160,7 +160,14 @@ def bench_paths() -> None:
 
 
 def bench_batched_training() -> dict:
-    """The chapters' seed sweeps, batched with vmap against a Python loop over the same models."""
+    """The chapters' seed sweeps, batched, against a Python loop over the same models.
+
+    Both sides train the same three seeds with the chapter's own settings (depth, width, data,
+    number of steps, learning rate): the batched side with :func:`reslab.train.train_seeds`'
+    default engine, the loop side with ``batched=False``, which calls :func:`reslab.train.train`
+    on each model in turn. The two are run alternately, three times each, and the fastest run
+    of each side is kept, as for the other timings.
+    """
     import torch
 
     from reslab import data, identity, train
@@ -169,25 +176,29 @@ def bench_batched_training() -> dict:
     digits = data.load_digits(128, seed=0)
     x1 = identity.identity_data(128, 16, seed=123)
     cases = {
-        "ch1 plain MLP, 32 blocks, width 16": (lambda seed: identity.build_net("plain", 32, 16), x1, x1, dict(steps=60, lr=1e-2)),
-        "ch2 residual conv net, 20 layers": (
+        # chapter 1: identity.depth_sweep(steps=150, lr=1e-2), its deepest plain net
+        "ch1 plain MLP, 32 blocks, width 16, 150 steps": (lambda seed: identity.build_net("plain", 32, 16), x1, x1, dict(steps=150, lr=1e-2)),
+        # chapter 2: reframing.degradation_sweep(channels=4, steps=30, lr=3e-3, n_train=128)
+        "ch2 residual conv net, 20 layers, 30 steps": (
             lambda seed: conv_net("residual", 20, 4, zero_init=True), digits.x_train, digits.y_train,
-            dict(steps=15, lr=3e-3, loss="cross_entropy"),
+            dict(steps=30, lr=3e-3, loss="cross_entropy"),
         ),
     }
     heaviest = {}
     for name, (build, xs, ys, kw) in cases.items():
         seeds = [0, 1, 2]
-        start = time.perf_counter()
-        batched = train.train_seeds(build, seeds, xs, ys, **kw)
-        t_batched = time.perf_counter() - start
-        start = time.perf_counter()
-        loop = train.train_seeds(build, seeds, xs, ys, batched=False, **kw)
-        t_loop = time.perf_counter() - start
+        t_batched, t_loop = [], []
+        for _ in range(3):
+            start = time.perf_counter()
+            batched = train.train_seeds(build, seeds, xs, ys, **kw)
+            t_batched.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            loop = train.train_seeds(build, seeds, xs, ys, batched=False, **kw)
+            t_loop.append(time.perf_counter() - start)
         same = torch.allclose(batched.losses, loop.losses, rtol=1e-4, atol=1e-5)
-        speedup = t_loop / t_batched
-        row(f"3 seeds vmap-batched vs loop: {name}", f"{speedup:.2f}x, same: {same}", ">= 2x", speedup >= 2 and same)
-        heaviest = {"name": name, "seconds": t_batched, "model": build(0), "x": xs, "steps": kw["steps"], "seeds": len(seeds)}
+        speedup = min(t_loop) / min(t_batched)
+        row(f"3 seeds batched ({batched.engine} engine) vs loop: {name}", f"{speedup:.2f}x, same: {same}", ">= 2x", speedup >= 2 and same)
+        heaviest = {"name": name, "seconds": min(t_batched), "model": build(0), "x": xs, "steps": kw["steps"], "seeds": len(seeds)}
     return heaviest
 
 

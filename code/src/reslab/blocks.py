@@ -337,7 +337,9 @@ class TransformerBlock(nn.Module):
       pre-activation ResNet; a model of pre-LN blocks needs one final LN before its output layer.
 
     Attention is written out (no ``nn.MultiheadAttention``): queries, keys and values from one
-    linear map, :math:`\\mathrm{softmax}(QK^\\top/\\sqrt{d_h})V` per head, an output projection.
+    linear map, :math:`\\mathrm{softmax}(QK^\\top/\\sqrt{d_h})V` per head (evaluated by PyTorch's
+    fused :func:`torch.nn.functional.scaled_dot_product_attention`, about twice as fast on a CPU
+    as the three operations written out; the tests check it against them), an output projection.
     Weights are Xavier-uniform and biases zero (``init="xavier"``, as in the analysis of Xiong
     et al.), or PyTorch's defaults (``init="default"``). No dropout.
 
@@ -354,6 +356,9 @@ class TransformerBlock(nn.Module):
 
     NORMS = ("pre", "post")
     TRANSFORMER_INITS = ("xavier", "default")
+    #: ``None``, or ``S`` inside a stack of models (:func:`reslab.train.stack_models`): inputs are
+    #: then ``(S, B, N, d_model)``.
+    members: int | None = None
 
     def __init__(self, d_model: int, n_heads: int = 4, norm: str = "pre", d_ff: int | None = None, causal: bool = False, init: str = "xavier") -> None:
         super().__init__()
@@ -382,22 +387,19 @@ class TransformerBlock(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Multi-head self-attention :math:`A(x)` (no residual, no normalisation)."""
-        b, n, d = x.shape
+        *lead, n, d = x.shape  # lead: (B,), or (S, B) in a stack of models
         h, dh = self.n_heads, d // self.n_heads
-        q, k, v = self.qkv(x).reshape(b, n, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, h, N, dh)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
-        if self.causal:
-            mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(mask, float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ v  # (B, h, N, dh)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        q, k, v = self.qkv(x).reshape(-1, n, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, h, N, dh)
+        # softmax(q k^T / sqrt(dh)) v, with -inf above the diagonal of the scores if causal
+        out = F_.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, h, N, dh)
+        return self.proj(out.transpose(1, 2).reshape(*lead, n, d))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The feed-forward network :math:`M(x) = W_2\\,\\mathrm{GELU}(W_1 x + b_1) + b_2`."""
         return self.ff2(F_.gelu(self.ff1(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _validate.tensor("x", x, ndim=3, last_dim=self.d_model)
+        x = _validate.tensor("x", x, ndim=3 if self.members is None else 4, last_dim=self.d_model)
         if self.norm == "post":
             x = self.ln1(x + self.attention(x))
             return self.ln2(x + self.feed_forward(x))

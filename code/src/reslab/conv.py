@@ -53,8 +53,17 @@ def init_conv(layer: nn.Conv2d | nn.Linear, init: str = "default") -> nn.Module:
     return layer
 
 
+def _input_ndim(module: nn.Module) -> tuple[int, ...]:
+    """Accepted input ranks: ``(C, H, W)`` or ``(N, C, H, W)``; ``(S, N, C, H, W)`` inside a
+    stack of ``S`` models (:func:`reslab.train.stack_models` sets ``members``)."""
+    return (3, 4) if module.members is None else (5,)
+
+
 class _ConvBlock(nn.Module):
     """Shared constructor: ``layers`` 3x3 convolutions ``channels -> channels``."""
+
+    #: ``None``, or ``S`` inside a stack of models (inputs then carry a leading member axis).
+    members: int | None = None
 
     def __init__(self, channels: int, layers: int = 2, activation: str = "relu", init: str = "default") -> None:
         super().__init__()
@@ -66,7 +75,7 @@ class _ConvBlock(nn.Module):
         self.convs = nn.ModuleList(init_conv(nn.Conv2d(self.channels, self.channels, 3, padding=1), self.init) for _ in range(self.n_layers))
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        _validate.tensor("x", x, ndim=(3, 4))
+        _validate.tensor("x", x, ndim=_input_ndim(self))
         if x.shape[-3] != self.channels:
             raise ValueError(f"x must have {self.channels} channels (shape (N, {self.channels}, H, W)), got shape {tuple(x.shape)}")
         return x
@@ -148,6 +157,9 @@ class ConvNet(nn.Module):
     final features to class scores (logits). ``features(x)`` returns the blocks' output.
     """
 
+    #: ``None``, or ``S`` inside a stack of models (inputs then carry a leading member axis).
+    members: int | None = None
+
     def __init__(self, kind: str, blocks: int, channels: int, *, in_channels: int, image_size: int, classes: int, activation: str, init: str, zero_init: bool, head: str) -> None:
         super().__init__()
         kind = _validate.choice("kind", kind, CONV_KINDS)
@@ -175,7 +187,7 @@ class ConvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The output of the last block (before the head), shape ``(N, channels, H, W)``."""
-        _validate.tensor("x", x, ndim=(3, 4))
+        _validate.tensor("x", x, ndim=_input_ndim(self))
         if tuple(x.shape[-3:]) != (self.in_channels, self.image_size, self.image_size):
             s = self.image_size
             raise ValueError(f"x must have shape (N, {self.in_channels}, {s}, {s}), got {tuple(x.shape)}")

@@ -39,6 +39,7 @@ the direct path alone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ __all__ = [
     "make_cell",
     "stack_cells",
     "unroll",
+    "final_states",
     "set_spectral_radius_",
     "set_carry_bias_",
     "hold_state_",
@@ -157,18 +159,55 @@ class RecurrentCell(nn.Module):
         bias = self.bias_ih + self.bias_hh if self._fold_hh_bias else self.bias_ih
         return _linear(x, self.weight_ih, bias)
 
-    def _plus_recurrent(self, base: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``base`` :math:`+ W_{hh} h` in one fused call (``addmm``, or ``baddbmm`` for an ensemble)."""
+    #: ``(W_hh^T, b_hh)`` shaped for the fused product, while :meth:`_prepared` holds them.
+    _hh: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _hh_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`W_{hh}^\top` and :math:`b_{hh}` shaped for ``addmm`` (one cell) or ``baddbmm`` (an ensemble)."""
+        if self._hh is not None:
+            return self._hh
         w = self.weight_hh
         if w.dim() == 2:
-            return torch.addmm(base, h, w.T)
+            return w.T, self.bias_hh
+        return w.transpose(1, 2), self.bias_hh.unsqueeze(1)
+
+    @contextlib.contextmanager
+    def _prepared(self):
+        """Within the block, :meth:`_hh_views` are made once instead of at every step.
+
+        :func:`unroll` runs a whole sequence in it: the step then holds one product and the
+        cell's element-wise equations, and the backward pass accumulates the recurrent
+        weight's gradient on one view instead of through a transpose at every step. The
+        arithmetic is the same.
+        """
+        self._hh = None
+        self._hh = self._hh_views()
+        try:
+            yield self
+        finally:
+            self._hh = None
+
+    def _plus_recurrent(self, base: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``base`` :math:`+ W_{hh} h` in one fused call (``addmm``, or ``baddbmm`` for an ensemble)."""
+        w_t, _ = self._hh_views()
+        if w_t.dim() == 2:
+            return torch.addmm(base, h, w_t)
         if base.dim() == 2:  # an ensemble's bias (M, GH)
             base = base.unsqueeze(1)
-        return torch.baddbmm(base, h, w.transpose(1, 2))
+        return torch.baddbmm(base, h, w_t)
+
+    def _recurrent(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`W_{hh} h + b_{hh}` in one fused call (for the GRU, whose reset gate multiplies it)."""
+        w_t, b = self._hh_views()
+        return torch.addmm(b, h, w_t) if w_t.dim() == 2 else torch.baddbmm(b, h, w_t)
 
     def _update(self, a_x: torch.Tensor, state: State) -> State:
         """One step from the input pre-activation ``a_x``: the cell's equations, unchecked."""
         raise NotImplementedError
+
+    def _step_inputs(self, a_x: torch.Tensor) -> Sequence:
+        """The per-step inputs of :meth:`_update` from the pre-activations of a stretch ``(T, ..., GH)``."""
+        return a_x.unbind(0)  # one view per step; its backward is a single stack
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> State:
         """One step: the next state from input ``x`` of shape ``(B, D)`` and ``state`` (zeros if ``None``)."""
@@ -379,10 +418,15 @@ class GRUCell(RecurrentCell):
             self.bias_hh[..., s] = 0.0
         return self
 
-    def _gates(self, a_x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _step_inputs(self, a_x: torch.Tensor) -> Sequence:
+        # split once per stretch, not at every step: each step gets the pair (x_rz, x_n)
+        x_rz, x_n = a_x.split([2 * self.hidden_size, self.hidden_size], dim=-1)
+        return list(zip(x_rz.unbind(0), x_n.unbind(0)))
+
+    def _gates(self, a_x: torch.Tensor | tuple[torch.Tensor, torch.Tensor], h: torch.Tensor) -> dict[str, torch.Tensor]:
         hs = self.hidden_size
-        x_rz, x_n = a_x.split([2 * hs, hs], dim=-1)
-        h_rz, h_n = self._plus_recurrent(self.bias_hh, h).split([2 * hs, hs], dim=-1)
+        x_rz, x_n = a_x if isinstance(a_x, tuple) else a_x.split([2 * hs, hs], dim=-1)
+        h_rz, h_n = self._recurrent(h).split([2 * hs, hs], dim=-1)
         r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
         n = torch.tanh(torch.addcmul(x_n, r, h_n))
         return {"r": r, "z": z, "n": n}
@@ -540,10 +584,55 @@ def unroll(cell: RecurrentCell, xs: torch.Tensor, state: State | None = None) ->
         flat = xs.reshape(1, b * t_len, d).expand(cell.members, b * t_len, d)
         a_x = cell._input_preact(flat).reshape(cell.members, b, t_len, -1).movedim(2, 0)  # (T, M, B, GH)
     hs = []
-    for a_t in a_x.unbind(0):  # one view per step; its backward is a single stack
-        state = cell._update(a_t, state)
-        hs.append(cell.hidden(state))
+    with cell._prepared():
+        for a_t in cell._step_inputs(a_x):
+            state = cell._update(a_t, state)
+            hs.append(cell.hidden(state))
     return torch.stack(hs, dim=-2), state
+
+
+def final_states(cell: RecurrentCell, xs: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """The hidden state of each ensemble member after its own number of steps, ``(M, B, H)``.
+
+    Member ``m`` of the ensemble ``cell`` (from :func:`stack_cells`) reads :math:`h_T` after
+    ``T = lengths[m]`` steps of ``xs`` ``(B, T_max, D)``, starting from zeros: the values of
+    ``unroll(cell, xs)[0][m, :, lengths[m] - 1]``, without computing any step a member does not
+    need. ``lengths`` must not decrease (order the members by length): the members run
+    together, and once the shortest have read their state they leave the batch, so the later
+    steps run on fewer members. Values and gradients equal the full unroll's up to float
+    rounding (element-wise kernels round the last bit differently at other tensor sizes, and
+    the recurrent weight's gradient is summed per stretch of steps before the stretches are
+    added).
+    """
+    cell = _check_cell(cell)
+    if cell.members is None:
+        raise TypeError("cell must be an ensemble from stack_cells (one length per member)")
+    xs = _check_sequence(cell, xs)
+    lengths = _validate.int_sequence("lengths", lengths)
+    if len(lengths) != cell.members:
+        raise ValueError(f"lengths must hold one length per member ({cell.members}), got {len(lengths)}")
+    if any(a > b for a, b in zip(lengths, lengths[1:])):
+        raise ValueError(f"lengths must not decrease (order the members by length), got {lengths}")
+    if lengths[-1] > xs.shape[1]:
+        raise ValueError(f"lengths must be at most the sequence length {xs.shape[1]}, got {lengths[-1]}")
+    b, _, d = xs.shape
+    t_max = lengths[-1]
+    flat = xs[:, :t_max].reshape(1, b * t_max, d).expand(cell.members, b * t_max, d)
+    a_x = cell._input_preact(flat).reshape(cell.members, b, t_max, -1).movedim(2, 0)  # (T, M, B, GH)
+    state = cell.init_state(b, xs.dtype)
+    out, lo, start = [], 0, 0
+    with cell._prepared():
+        w_t, bias = cell._hh
+        for end in sorted(set(lengths)):
+            if lo:  # the members still running: one slice per stretch, not per step
+                cell._hh = (w_t[lo:], bias[lo:])
+            for a_t in cell._step_inputs(a_x[start:end, lo:]):
+                state = cell._update(a_t, state)
+            done = lengths.count(end)
+            out.append(cell.hidden(state)[:done])
+            state = tuple(s[done:] for s in state) if isinstance(state, tuple) else state[done:]
+            lo, start = lo + done, end
+    return torch.cat(out)
 
 
 def set_spectral_radius_(cell: RNNCell, radius: float, seed: int = 0) -> RNNCell:

@@ -23,7 +23,7 @@ from torch.nn import functional as F_
 
 from . import _validate
 from .blocks import HighwayBlock, PlainBlock, PreActResidualBlock, TransformerBlock
-from .recurrent import CELLS, carry_retention, gradient_through_time, make_cell, set_spectral_radius_, stack_cells, unroll
+from .recurrent import CELLS, carry_retention, final_states, gradient_through_time, make_cell, set_spectral_radius_, stack_cells
 
 __all__ = [
     "recall_task",
@@ -147,11 +147,13 @@ def train_recall(
         forget_gate: for ``"lstm"``: ``False`` trains the 1997 cell (no forget gate; then
             ``carry_biases`` must be ``(None,)``).
         fused: for ``"lstm"`` with a forget gate, run each member through PyTorch's fused
-            ``nn.LSTM`` kernel *on the ensemble's own parameters* (via
-            :func:`torch.func.functional_call`), unrolled only up to its read-out step. The
-            kernel computes the equations of :class:`~reslab.recurrent.LSTMCell` (the tests check
-            that both paths give the same losses) and is several times faster on a CPU.
-            ``False`` unrolls the ensemble of :class:`~reslab.recurrent.LSTMCell` itself.
+            LSTM kernel (``torch.lstm``, the operation behind ``nn.LSTM``) *on the ensemble's
+            own parameters*, unrolled only up to its read-out step. The kernel computes the
+            equations of :class:`~reslab.recurrent.LSTMCell` (the tests check that both paths
+            give the same losses) and is several times faster on a CPU. ``False`` unrolls the
+            ensemble of :class:`~reslab.recurrent.LSTMCell` itself. The other cells always
+            unroll the ensemble, with :func:`~reslab.recurrent.final_states`: members are
+            ordered by length and leave the batch once they have read their state.
         data_seed: seed of the mini-batches and the held-out set.
     """
     kind = _validate.choice("kind", kind, CELLS)
@@ -180,7 +182,10 @@ def train_recall(
     clip = None if clip is None else _validate.finite_float("clip", clip, positive=True)
     data_seed = _validate.positive_int("data_seed", data_seed, minimum=0)
 
-    grid = [(b, t, s) for b in biases for t in lengths for s in seeds]
+    # Members ordered by length (then bias, seed), so that final_states can let the short ones
+    # leave the batch; `order` maps them back to the [bias, length, seed] grid at the end.
+    grid = sorted(((b, t, s) for b in biases for t in lengths for s in seeds), key=lambda g: g[1])
+    order = torch.tensor([grid.index((b, t, s)) for b in biases for t in lengths for s in seeds])
     cells, heads_w, heads_b = [], [], []
     for b, _, s in grid:
         torch.manual_seed(s)
@@ -198,21 +203,21 @@ def train_recall(
     w_out = nn.Parameter(torch.stack(heads_w))
     b_out = nn.Parameter(torch.stack(heads_b))
     read = torch.tensor([t - 1 for _, t, _ in grid])
-    members = torch.arange(len(grid))
     t_max = max(lengths)
 
     use_fused = fused and kind == "lstm" and forget_gate
-    kernel = nn.LSTM(n_symbols, hidden, batch_first=True, device="meta") if use_fused else None
 
     def read_states(xs: torch.Tensor) -> torch.Tensor:
         """:math:`h_T` of every member, ``(M, B, H)``: member m reads step read[m]."""
-        if kernel is None:
-            hs, _ = unroll(ens, xs)  # (M, B, T, H)
-            return hs[members, :, read]
+        if not use_fused:
+            return final_states(ens, xs, [t for _, t, _ in grid])
+        # PyTorch's LSTM kernel (the op behind nn.LSTM), member by member on the ensemble's own
+        # parameters; each stacked parameter is split once (one node in the backward pass)
+        weights = list(zip(*(getattr(ens, name).unbind(0) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))))
+        zeros = torch.zeros(1, xs.shape[0], hidden, dtype=xs.dtype)
         out = []
         for m, r in enumerate(read.tolist()):
-            params = {f"{name}_l0": getattr(ens, name)[m] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            hs, _ = torch.func.functional_call(kernel, params, (xs[:, : r + 1],))
+            hs, _, _ = torch.lstm(xs[:, : r + 1], (zeros, zeros), list(weights[m]), True, 1, 0.0, True, False, True)
             out.append(hs[:, -1])
         return torch.stack(out)
 
@@ -223,7 +228,7 @@ def train_recall(
         return F_.cross_entropy(out.reshape(-1, n_symbols), y.repeat(len(grid)), reduction="none").reshape(len(grid), -1).mean(dim=1)
 
     params = [*ens.parameters(), w_out, b_out]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, foreach=True)
     losses = torch.empty(len(grid), steps + 1)
     for step in range(steps + 1):
         xs, y = recall_task(batch, t_max, n_symbols, noise, seed=data_seed * 1_000_003 + step + 1)
@@ -240,7 +245,7 @@ def train_recall(
         xt, yt = recall_task(n_test, t_max, n_symbols, noise, seed=data_seed * 1_000_003)
         acc = (logits(xt).argmax(dim=-1) == yt).float().mean(dim=1)
     shape = (len(biases), len(lengths), len(seeds))
-    return RecallResult(kind, biases, lengths, seeds, acc.reshape(shape), losses.reshape(*shape, steps + 1), 1.0 / n_symbols)
+    return RecallResult(kind, biases, lengths, seeds, acc[order].reshape(shape), losses[order].reshape(*shape, steps + 1), 1.0 / n_symbols)
 
 
 # -- gradient through time -------------------------------------------------------------------
@@ -477,8 +482,14 @@ class TinyTransformer(nn.Module):
 
     The embedding and a learned positional vector are drawn from :math:`\\mathcal{N}(0, 1/d)` and
     their sum is multiplied by :math:`\\sqrt d`, as in Vaswani et al. (2017). Output: logits
-    ``(B, N, vocab)``.
+    ``(B, N, vocab)``. It can be stacked with :func:`reslab.train.stack_models` (tokens and
+    logits then carry a leading member axis).
     """
+
+    #: ``None``, or ``S`` inside a stack of models (set by :func:`reslab.train.stack_models`).
+    members: int | None = None
+    #: ``pos`` is stacked with the other parameters; :meth:`forward` handles its member axis.
+    stackable_parameters = ("pos",)
 
     def __init__(self, vocab: int = 10, length: int = 8, d_model: int = 32, n_heads: int = 4, depth: int = 6, norm: str = "pre") -> None:
         super().__init__()
@@ -495,9 +506,11 @@ class TinyTransformer(nn.Module):
         self.head = nn.Linear(self.d_model, self.vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.int64 or tokens.ndim != 2 or tokens.shape[1] != self.length:
-            raise ValueError(f"tokens must be an int64 tensor of shape (B, {self.length})")
-        x = (self.embed(tokens) + self.pos) * math.sqrt(self.d_model)
+        lead = "B" if self.members is None else "S, B"
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.int64 or tokens.ndim != lead.count(",") + 2 or tokens.shape[-1] != self.length:
+            raise ValueError(f"tokens must be an int64 tensor of shape ({lead}, {self.length})")
+        pos = self.pos if self.members is None else self.pos.unsqueeze(1)  # (S, 1, N, d) in a stack
+        x = (self.embed(tokens) + pos) * math.sqrt(self.d_model)
         return self.head(self.final_norm(self.blocks(x)))
 
 
@@ -550,13 +563,18 @@ class TransformerRuns:
     warmup: int
 
 
-def train_transformers(*, norms: Sequence[str] = ("post", "pre"), seeds: Sequence[int] = (0, 1, 2), depth: int = 6, d_model: int = 32, n_heads: int = 4, lr: float = 1e-2, warmup: int = 0, steps: int = 100, batch: int = 32, n_test: int = 512) -> TransformerRuns:
+def train_transformers(*, norms: Sequence[str] = ("post", "pre"), seeds: Sequence[int] = (0, 1, 2), depth: int = 6, d_model: int = 32, n_heads: int = 4, lr: float = 1e-2, warmup: int = 0, steps: int = 100, batch: int = 32, n_test: int = 512, batched: bool = True) -> TransformerRuns:
     """Train :class:`TinyTransformer` on :func:`reverse_task` with Adam, optionally without warm-up.
 
     The learning rate ramps linearly from ``lr / warmup`` to ``lr`` over the first ``warmup``
     steps (``warmup=0``: constant ``lr`` from the first step). Fresh mini-batches every step,
-    the same for every model; one model per (norm, seed).
+    the same for every model; one model per (norm, seed). With ``batched=True`` the seeds of one
+    norm train at once, stacked by :func:`reslab.train.stack_models` (each seed on its own
+    parameters and its own loss, so it follows the trajectory it would follow alone, up to
+    float rounding); ``batched=False`` trains the models one by one.
     """
+    from .train import stack_models
+
     norms = _validate.choices("norms", norms, TransformerBlock.NORMS)
     seeds = _validate.int_sequence("seeds", seeds, minimum=0)
     depth = _validate.positive_int("depth", depth)
@@ -566,25 +584,41 @@ def train_transformers(*, norms: Sequence[str] = ("post", "pre"), seeds: Sequenc
     steps = _validate.positive_int("steps", steps, minimum=0)
     batch = _validate.positive_int("batch", batch)
     n_test = _validate.positive_int("n_test", n_test)
+    batched = _validate.boolean("batched", batched)
     losses = torch.full((len(norms), len(seeds), steps + 1), float("nan"))
     acc = torch.zeros(len(norms), len(seeds))
     test_x, test_y = reverse_task(_validate.positive_int("n_test", n_test), seed=10**6)
+
+    def per_member_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over all tokens, one value per member: logits ``(M, B, N, vocab)``."""
+        m, v = logits.shape[0], logits.shape[-1]
+        return F_.cross_entropy(logits.reshape(m * y.numel(), v), y.reshape(-1).repeat(m), reduction="none").view(m, -1).mean(dim=1)
+
     for i, norm in enumerate(norms):
-        for j, s in enumerate(seeds):
+        models = []
+        for s in seeds:
             torch.manual_seed(s)
-            model = TinyTransformer(d_model=d_model, n_heads=n_heads, depth=depth, norm=norm)
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            models.append(TinyTransformer(d_model=d_model, n_heads=n_heads, depth=depth, norm=norm))
+        groups = [stack_models(models)] if batched else models
+        for g, net in enumerate(groups):
+            rows = slice(None) if batched else slice(g, g + 1)
+            params = [net.flat] if batched else list(net.parameters())
+            opt = torch.optim.Adam(params, lr=lr, foreach=True)
+
+            def forward(x: torch.Tensor, net: nn.Module = net) -> torch.Tensor:
+                return net(x) if batched else net(x).unsqueeze(0)
+
             for step in range(steps + 1):
                 x, y = reverse_task(batch, seed=step + 1)
-                loss = F_.cross_entropy(model(x).reshape(-1, model.vocab), y.reshape(-1))
-                losses[i, j, step] = loss.detach()
+                loss = per_member_loss(forward(x), y)
+                losses[i, rows, step] = loss.detach()
                 if step == steps:
                     break
                 for group in opt.param_groups:
                     group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                opt.zero_grad(set_to_none=not batched)  # a stack accumulates into its flat gradient
+                loss.sum().backward()
                 opt.step()
             with torch.no_grad():
-                acc[i, j] = (model(test_x).argmax(dim=-1) == test_y).float().mean()
+                acc[i, rows] = (forward(test_x).argmax(dim=-1) == test_y).float().mean(dim=(1, 2))
     return TransformerRuns(norms, seeds, losses, acc, lr, warmup)
