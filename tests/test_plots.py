@@ -111,22 +111,22 @@ def _display(line):
 
 def test_log_line_puts_zeros_on_bottom_edge_and_overflow_on_top_edge():
     fig, ax = plt.subplots(figsize=(3, 2))
-    x = [0, 1, 2, 3, 4, 5]
+    x = [1, 2, 4, 8, 16, 32]  # e.g. depths
     y = [1.0, 0.1, 0.0, -2.0, float("inf"), float("nan")]
     counts = plots.log_line(ax, x, y, label="plain-8")
     # negatives count with the zeros: a log axis can show neither
     assert counts == {"shown": 2, "zero": 2, "nonfinite": 2}
     line, low, high = ax.get_lines()
-    assert list(line.get_xdata()) == [0.0, 1.0] and list(line.get_ydata()) == [1.0, 0.1]
+    assert list(line.get_xdata()) == [1.0, 2.0] and list(line.get_ydata()) == [1.0, 0.1]
     assert line.get_label() == "plain-8 (2 exactly 0, 2 inf/nan)"
     assert (low.get_marker(), high.get_marker()) == ("v", "^")
-    assert list(low.get_xdata()) == [2.0, 3.0] and list(high.get_xdata()) == [4.0, 5.0]
+    assert list(low.get_xdata()) == [4.0, 8.0] and list(high.get_xdata()) == [16.0, 32.0]
     # the markers wear the line's colour and are not clipped by the axes they sit on
     assert low.get_color() == high.get_color() == line.get_color()
     assert low.get_clip_on() is False and high.get_clip_on() is False
     fig.canvas.draw()
     box = ax.get_window_extent()
-    for marker, edge_y, xs in ((low, box.y0, [2, 3]), (high, box.y1, [4, 5])):
+    for marker, edge_y, xs in ((low, box.y0, [4, 8]), (high, box.y1, [16, 32])):
         pts = _display(marker)
         assert np.allclose(pts[:, 1], edge_y)  # on the edge, whatever the y limits
         assert np.allclose(pts[:, 0], ax.transData.transform(np.column_stack([xs, [1.0, 1.0]]))[:, 0])
