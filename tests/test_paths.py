@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 
 import pytest
 import torch
@@ -12,22 +10,6 @@ import torch
 import reslab
 from reslab import nets, paths, probes
 from reslab.blocks import ResidualLayer
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Fail (instead of hanging) when the body runs longer than ``seconds`` of wall time."""
-
-    def _expired(signum, frame):
-        raise TimeoutError(f"did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _stack(depth: int, width: int = 5, seed: int = 0, activation: str = "relu", init: str = "default", alpha: float = 1.0):
@@ -176,7 +158,7 @@ def test_dominant_lengths():
     assert paths.dominant_lengths(torch.tensor([5.0, 0.0, 0.0, 5.0]), share=0.5) == (0, 0)
 
 
-def test_variance_growth_per_block():
+def test_variance_growth_per_block(deadline):
     with deadline(2.0):  # a broken loop must fail the test, not hang it
         assert math.isnan(paths.variance_growth_per_block([0.0, 1.0, 2.0]))  # x_0 = 0: no growth rate
         assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, 4.0]), 4.0)

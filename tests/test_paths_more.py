@@ -3,9 +3,7 @@ variance growth summary, the fixes' stacks, the sweeps' defaults and the explore
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 from fractions import Fraction
 
 import matplotlib
@@ -19,22 +17,6 @@ from reslab import blocks, nets, paths, plots, probes
 
 def _x(batch: int, width: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.randn(batch, width, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Fail (instead of hanging) when the body runs longer than ``seconds`` of wall time."""
-
-    def _expired(signum, frame):
-        raise TimeoutError(f"did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +165,7 @@ def test_path_length_share_single_length():
 # --------------------------------------------------------------------------------------------
 
 
-def test_variance_growth_per_block_edges():
+def test_variance_growth_per_block_edges(deadline):
     with deadline(2.0):
         # x_0 = 0 has no growth rate: nothing is usable
         assert math.isnan(paths.variance_growth_per_block([0.0, 1.0, 2.0]))
@@ -199,7 +181,7 @@ def test_variance_growth_per_block_edges():
         assert math.isclose(paths.variance_growth_per_block([1.0, 2.0, 0.0, 27.0]), 4.0)
 
 
-def test_variance_growth_per_block_returns_promptly_on_a_long_trace():
+def test_variance_growth_per_block_returns_promptly_on_a_long_trace(deadline):
     acts = [1.5**l for l in range(1001)]
     with deadline(2.0):
         assert math.isclose(paths.variance_growth_per_block(acts), 2.25, rel_tol=1e-9)
@@ -392,15 +374,23 @@ def digits():
     return Digits(torch.rand(300, 64, generator=gen), torch.arange(300) % 10, torch.rand(10, 64, generator=gen), torch.arange(10))
 
 
-def test_train_deep_defaults(monkeypatch, digits):
+@pytest.fixture
+def small_fix_stack(monkeypatch):
+    """Replace paths.fix_stack by one that records each request and builds 2 blocks only (the
+    chapter's defaults ask for 1,000); the fixture's value is the list of requests."""
     built = []
     real = paths.fix_stack
 
-    def small_fix_stack(name, depth, width, init="default", seed=None):
+    def fix_stack(name, depth, width, init="default", seed=None):
         built.append((name, depth, width, init, seed))
-        return real(name, 2, width, init, seed=seed)  # record the request, build 2 blocks only
+        return real(name, 2, width, init, seed=seed)
 
-    monkeypatch.setattr(paths, "fix_stack", small_fix_stack)
+    monkeypatch.setattr(paths, "fix_stack", fix_stack)
+    return built
+
+
+def test_train_deep_defaults(small_fix_stack, digits):
+    built = small_fix_stack
     result, model = paths.train_deep(data=digits)
     # the chapter's run: 1,000 blocks of width 32 scaled by 1/sqrt(L), PyTorch's init, seed 0
     assert built == [("branch scale 1/sqrt(L)", 1000, 32, "default", 0)]
@@ -461,15 +451,8 @@ def test_fix_stack_default_init_is_pytorchs():
     assert all(float(lin.weight.detach().abs().max()) <= 0.5 for b in stack for lin in b.linears)  # |w| <= 1/sqrt(4)
 
 
-def test_compare_fixes_defaults(monkeypatch):
-    built = []
-    real = paths.fix_stack
-
-    def small_fix_stack(name, depth, width, init="default", seed=None):
-        built.append((name, depth, width, init, seed))
-        return real(name, 2, width, init, seed=seed)  # record the request, build 2 blocks only
-
-    monkeypatch.setattr(paths, "fix_stack", small_fix_stack)
+def test_compare_fixes_defaults(small_fix_stack):
+    built = small_fix_stack
     out = paths.compare_fixes()
     # every fix, 1,000 blocks of width 128, PyTorch's init, seed 0
     assert list(out) == list(paths.FIXES)

@@ -235,15 +235,5 @@ def conv_net(
     depth = _validate.positive_int("depth", depth, minimum=2)
     if depth % 2:
         raise ValueError(f"depth must be an even integer >= 2 (stem + 2 per block + head), got {depth}")
-    channels = _validate.positive_int("channels", channels)
-    in_channels = _validate.positive_int("in_channels", in_channels)
-    image_size = _validate.positive_int("image_size", image_size)
-    classes = _validate.positive_int("classes", classes)
-    activation = _validate.choice("activation", activation, ACTIVATIONS)
-    init = _validate.choice("init", init, INITS)
-    head = _validate.choice("head", head, HEADS)
-    if not isinstance(zero_init, bool):
-        raise TypeError(f"zero_init must be a bool, got {type(zero_init).__name__}")
-    if zero_init and kind == "plain":
-        raise ValueError("zero_init=True is only accepted for residual kinds, got kind='plain'")
+    # ConvNet checks every other argument, under the same names.
     return ConvNet(kind, (depth - 2) // 2, channels, in_channels=in_channels, image_size=image_size, classes=classes, activation=activation, init=init, zero_init=zero_init, head=head)
