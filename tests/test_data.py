@@ -144,3 +144,12 @@ def test_digits_split_needs_integer_class_labels(dtype):
         data.Digits(x, labels, x, torch.tensor([0, 1, 1, 0]))
     d = data.Digits(x, torch.tensor([0, 1, 1, 0]), x[:2], torch.tensor([1, 0]))  # int64 labels are fine
     assert (d.n_train, d.n_test) == (4, 2)
+
+
+def test_digits_split_takes_flat_rows_or_image_batches_only():
+    labels = torch.tensor([0, 1, 1, 0])
+    for x in (torch.rand(4, 64), torch.rand(4, 1, 8, 8)):  # flat rows, or (N, C, H, W) images
+        assert data.Digits(x, labels, x, labels).n_train == 4
+    for bad in (torch.rand(4, 8, 8), torch.rand(4, 1, 1, 8, 8)):  # no channel axis / one too many
+        with pytest.raises(ValueError, match="x_train"):
+            data.Digits(bad, labels, bad, labels)

@@ -316,3 +316,10 @@ def test_style_gives_the_book_figure_look():
             plt.close(one)
             svgs.append(out.getvalue())
         assert b"clip-path" in svgs[0] and svgs[0] == svgs[1]
+
+
+def test_layer_norm_figure_takes_blank_labels_with_palette_colours():
+    fig = plots.layer_norm_figure({"  ": [1.0, 0.5], "": [1.0, 1.0]}, title="blank labels")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_color() for line in lines] == [plots.color(0), plots.color(1)]
+    plt.close(fig)

@@ -224,28 +224,83 @@ def test_train_seeds_batches_by_default_and_loops_with_batched_false():
 
 
 class _Alternating(nn.Module):
-    """Uses parameter a on even calls and b on odd calls: each step, one parameter gets no gradient."""
+    """Uses map a on odd calls and b on even calls: each step, one of them gets no gradient."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.a = nn.Parameter(torch.zeros(1))
-        self.b = nn.Parameter(torch.zeros(1))
+        self.a = nn.Linear(1, 1, bias=False)
+        self.b = nn.Linear(1, 1, bias=False)
+        nn.init.zeros_(self.a.weight)
+        nn.init.zeros_(self.b.weight)
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        return x * (self.a if self.calls % 2 == 1 else self.b)
+        return (self.a if self.calls % 2 == 1 else self.b)(x)
 
 
 def test_adam_leaves_parameters_without_gradient_in_a_step_untouched():
     """Gradients are reset to None each step, so Adam skips (rather than coasts on momentum for)
-    a parameter that took no part in the step."""
+    a parameter that took no part in the step; every engine trains such a model as the loop does."""
     x, y = _line_data()
     model = _Alternating()
     train.train(model, x, y, steps=3, lr=0.1)  # a, b, a are used; b is stepped once
-    assert model.b.item() == pytest.approx(0.1, rel=1e-6)
-    # the vmap engine too (the stacked engine keeps every parameter in one flat tensor, so
-    # it cannot leave one out of an Adam step)
-    result = train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1, engine="vmap")
-    assert result.engine == "vmap"
-    assert [m.b.item() for m in result.models] == pytest.approx([0.1, 0.1], rel=1e-6)
+    assert model.b.weight.item() == pytest.approx(0.1, rel=1e-6)
+    assert model.calls == 4  # three steps and the final loss
+    loop = train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1, batched=False)
+    vmapped = train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1, engine="vmap")
+    assert vmapped.engine == "vmap"
+    assert [m.b.weight.item() for m in vmapped.models] == pytest.approx([0.1, 0.1], rel=1e-6)
+    # "auto": the stack passes the output check (on copies: the counters are not advanced),
+    # then b gets no gradient in step 0, so it starts again on vmap and matches the loop
+    auto = train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1)
+    assert auto.engine == "vmap"
+    assert torch.allclose(auto.losses, loop.losses, rtol=1e-6)
+    assert [m.b.weight.item() for m in auto.models] == pytest.approx([0.1, 0.1], rel=1e-6)
+    assert [m.a.weight.item() for m in auto.models] == pytest.approx([m.a.weight.item() for m in loop.models], rel=1e-6)
+    with pytest.raises(RuntimeError, match=r"parameter 'b.weight' got no gradient in step 0.*engine='vmap'"):
+        train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1, engine="stacked")
+
+
+class _Counted(nn.Module):
+    """A linear map that counts its calls (state kept in Python, outside the parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.lin(x)
+
+
+def test_auto_engine_checks_on_copies_and_stacks_when_every_parameter_trains():
+    x, y = _line_data()
+    models = []
+
+    def build(seed):
+        models.append(_Counted())
+        return models[-1]
+
+    auto = train.train_seeds(build, [0, 1], x, y, steps=4, lr=0.05)
+    loop = train.train_seeds(lambda s: _Counted(), [0, 1], x, y, steps=4, lr=0.05, batched=False)
+    assert auto.engine == "stacked"
+    assert [m.calls for m in models] == [0, 0]  # the trial forward pass ran on copies
+    assert torch.allclose(auto.losses, loop.losses, rtol=1e-6)
+    for a, b in zip(auto.models, loop.models):
+        assert torch.allclose(a.lin.weight, b.lin.weight, rtol=1e-6) and torch.allclose(a.lin.bias, b.lin.bias, rtol=1e-6)
+
+
+def test_stacked_models_name_their_parameter_views():
+    from reslab.conv import conv_net
+
+    torch.manual_seed(0)
+    convs = [conv_net("residual", 2, 2) for _ in range(2)]
+    stacked = train.stack_models(convs)
+    names = [name for name, _ in stacked.views]
+    assert names == [name for name, _ in stacked.network.named_parameters()]
+    assert sum(v.numel() for _, v in stacked.views) == stacked.flat.numel()
+    assert all(v.data_ptr() >= stacked.flat.data_ptr() for _, v in stacked.views)
+    bare = train.stack_models([nn.Linear(2, 2), nn.Linear(2, 2)])
+    assert [name for name, _ in bare.views] == ["weight", "bias"]

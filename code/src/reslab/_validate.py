@@ -90,10 +90,10 @@ def _sequence(name: str, values: Any, what: str) -> list:
     return out
 
 
-def float_sequence(name: str, values: Any, *, minimum: float | None = None, positive: bool = False) -> list[float]:
-    """Check a non-empty sequence of finite numbers (each ``> 0`` or ``>= minimum`` if asked)."""
-    what = "finite numbers" + (" > 0" if positive else "") + (f" >= {minimum}" if minimum is not None else "")
-    return [finite_float(f"{name}[{i}]", v, minimum=minimum, positive=positive) for i, v in enumerate(_sequence(name, values, what))]
+def float_sequence(name: str, values: Any, *, positive: bool = False) -> list[float]:
+    """Check a non-empty sequence of finite numbers (each ``> 0`` if asked)."""
+    what = "finite numbers" + (" > 0" if positive else "")
+    return [finite_float(f"{name}[{i}]", v, positive=positive) for i, v in enumerate(_sequence(name, values, what))]
 
 
 def choices(name: str, values: Any, options: Iterable[str]) -> list[str]:

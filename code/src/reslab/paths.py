@@ -170,11 +170,10 @@ def _check_delta_seed(delta: torch.Tensor | None, seed: int) -> None:
 
 
 def _delta(out: torch.Tensor, delta: torch.Tensor | None, seed: int) -> torch.Tensor:
-    seed = _validate.positive_int("seed", seed, minimum=0)
+    """The output perturbation; ``delta`` and ``seed`` were checked by :func:`_check_delta_seed`."""
     if delta is None:
         gen = torch.Generator().manual_seed(seed)
         return torch.randn(out.shape, generator=gen, dtype=out.dtype)
-    delta = _validate.tensor("delta", delta)
     if delta.ndim == 1:
         delta = delta[None, :]
     if delta.shape != out.shape:

@@ -146,7 +146,8 @@ def layer_norm_figure(
     else:
         fig = ax.figure
     for i, (label, values) in enumerate(series.items()):
-        family = label.split()[0].split("-")[0] if label else ""
+        words = label.split()
+        family = words[0].split("-")[0] if words else ""
         kw = {"color": KIND_COLORS[family]} if family in KIND_COLORS and len(series) <= 2 else {"color": color(i)}
         log_line(ax, range(len(values)), values, label=label, marker=".", markersize=3, **kw)
     if ylim is not None:
@@ -193,18 +194,10 @@ def figure_png(fig: Figure, dpi: int = 72, palette: bool = True) -> bytes:
     return out.getvalue()
 
 
-def _finite_range(values: Sequence[float]) -> tuple[float, float]:
-    arr = _validate.float_array("values", values)
-    arr = arr[np.isfinite(arr) & (arr > 0)]
-    if arr.size == 0:
-        return (1e-3, 1.0)
-    return (float(arr.min()), float(arr.max()))
-
-
 def decades(values: Sequence[float]) -> float:
     """Number of decades spanned by the positive finite ``values`` (0 when fewer than two)."""
     arr = _validate.float_array("values", values)
-    if np.count_nonzero(np.isfinite(arr) & (arr > 0)) < 2:
+    arr = arr[np.isfinite(arr) & (arr > 0)]
+    if arr.size < 2:
         return 0.0
-    lo, hi = _finite_range(arr)
-    return math.log10(hi / lo)
+    return math.log10(float(arr.max()) / float(arr.min()))

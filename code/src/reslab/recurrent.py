@@ -707,9 +707,7 @@ def step_jacobians(cell: RecurrentCell, xs: torch.Tensor, state: State | None = 
     """
     cell = _single(cell)
     xs = _check_sequence(cell, xs)
-    if state is None:
-        state = cell.init_state(xs.shape[0], xs.dtype)
-    out = []
+    out = []  # a state of None is the zero state: the cell's methods start from it
     with torch.no_grad():
         for t in range(xs.shape[1]):
             out.append(cell.step_jacobian(xs[:, t], state))
@@ -782,8 +780,6 @@ def carry_retention(cell: RecurrentCell, xs: torch.Tensor, state: State | None =
     if isinstance(cell, RNNCell):
         raise TypeError("cell must be an LSTMCell or a GRUCell: a vanilla RNN has no gated direct path")
     xs = _check_sequence(cell, xs)
-    if state is None:
-        state = cell.init_state(xs.shape[0], xs.dtype)
     prod = torch.ones(xs.shape[0], cell.hidden_size, dtype=torch.float64)
     out = [prod.mean()]
     with torch.no_grad():

@@ -2,7 +2,7 @@
 
 * :func:`degradation_sweep`: plain and residual conv nets of several depths trained on the 8x8
   digits for the same budget, every seed of a configuration trained at once
-  (:func:`reslab.train.train_seeds`, batched with ``vmap``); final training loss, training
+  (:func:`reslab.train.train_seeds`, on its stacked engine); final training loss, training
   curves and test accuracy per run. This reproduces, in miniature, the degradation problem of
   He et al. (2015).
 * :func:`small_residual_race`: the same two-layer branches used as a plain map

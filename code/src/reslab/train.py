@@ -19,7 +19,11 @@ alone (up to float rounding in the batched products). Two batched engines:
   It maps any architecture, at a higher cost per operation.
 
 ``engine="auto"`` (the default) takes the stacked engine when the network can be stacked and,
-on the data, gives every seed the output its own model gives; otherwise ``vmap``.
+on the data, gives every seed the output its own model gives; otherwise ``vmap``. One case
+the stacked engine cannot follow: a parameter that takes no part in some step (its gradient is
+``None``). The loop's optimiser skips it, but an optimiser over one flat tensor would move it
+by Adam's momentum; the stacked engine detects this before the optimiser step, and ``"auto"``
+then starts again with ``vmap`` (``"stacked"`` raises ``RuntimeError``).
 ``batched=False`` runs the plain Python loop of :func:`train`, for comparison.
 """
 
@@ -143,22 +147,20 @@ def train(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     steps, lr, fn, optimizer, batch_size = _check_common(steps, lr, loss, optimizer, batch_size, data_seed)
     _check_data(inputs, targets)
-    opt = _make_optimizer(optimizer, model.parameters(), lr)
-    losses = torch.empty(steps + 1)
-    for step, idx in enumerate(_batches(inputs.shape[0], steps, batch_size, data_seed)):
-        xb, yb = (inputs, targets) if idx is None else (inputs[idx], targets[idx])
-        opt.zero_grad(set_to_none=True)
-        value = fn(model(xb), yb)
-        value.backward()
-        if idx is None:
-            losses[step] = value.detach()
-        else:
-            with torch.no_grad():
-                losses[step] = fn(model(inputs), targets)
-        opt.step()
-    with torch.no_grad():
-        losses[steps] = fn(model(inputs), targets)
-    return TrainResult(losses[None, :], [model])
+    losses = _fit(
+        lambda x, y: fn(model(x), y)[None],
+        list(model.parameters()),
+        inputs,
+        targets,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        data_seed=data_seed,
+        members=1,
+        set_to_none=True,
+    )
+    return TrainResult(losses, [model])
 
 
 # -- the stacked engine -------------------------------------------------------------------------
@@ -327,15 +329,18 @@ class StackedModels(nn.Module):
         super().__init__()
         self.network = network
         self.members = members
-        owners = [(module, name, p) for module in network.modules() for name, p in module.named_parameters(recurse=False)]
-        self.flat = torch.cat([p.detach().reshape(-1) for _, _, p in owners]) if owners else torch.zeros(0)
+        owners = [(prefix, module, name, p) for prefix, module in network.named_modules() for name, p in module.named_parameters(recurse=False)]
+        self.flat = torch.cat([p.detach().reshape(-1) for *_, p in owners]) if owners else torch.zeros(0)
         self.flat.grad = torch.zeros_like(self.flat)
+        #: ``(qualified name, parameter)`` for every parameter of the stacked network, in order.
+        self.views: list[tuple[str, nn.Parameter]] = []
         start = 0
-        for module, name, p in owners:
+        for prefix, module, name, p in owners:
             n = p.numel()
             view = nn.Parameter(self.flat[start : start + n].view(p.shape))
             view.grad = self.flat.grad[start : start + n].view(p.shape)
             setattr(module, name, view)
+            self.views.append((f"{prefix}.{name}" if prefix else name, view))
             start += n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -415,14 +420,16 @@ def _stacked_engine(models: list[nn.Module], inputs: torch.Tensor) -> StackedMod
     """The stacked network if it can be built and reproduces every member's output on ``inputs``.
 
     The check runs on the first 16 examples: enough to catch an architecture whose code mixes
-    examples (and would mix members), cheap next to training.
+    examples (and would mix members), cheap next to training. It runs on copies (a throwaway
+    stack and copies of the models), so a model whose ``forward`` keeps state, such as a call
+    counter, starts training exactly as the loop would start it.
     """
     probe = inputs[:16]
     try:
-        stacked = stack_models(models)
+        trial = stack_models(models)
         with torch.no_grad():
-            out = stacked(probe)
-            ref = torch.stack([m(probe) for m in models])
+            out = trial(probe)
+            ref = torch.stack([copy.deepcopy(m)(probe) for m in models])
     except (TypeError, ValueError, RuntimeError, IndexError):
         return None
     if out.shape != ref.shape:
@@ -430,7 +437,7 @@ def _stacked_engine(models: list[nn.Module], inputs: torch.Tensor) -> StackedMod
     scale = float(ref.abs().nan_to_num(0.0, 0.0, 0.0).max()) if ref.numel() else 0.0
     if not torch.allclose(out, ref, rtol=1e-4, atol=1e-6 * max(scale, 1.0), equal_nan=True):
         return None
-    return stacked
+    return stack_models(models)
 
 
 def _member_losses(name: str, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -469,8 +476,9 @@ def train_seeds(
         inputs, targets, steps, lr, loss, optimizer, batch_size, data_seed: as for :func:`train`.
         batched: ``False`` trains the models one after the other with :func:`train`.
         engine: ``"stacked"`` (:func:`stack_models`; raises ``TypeError`` if the architecture
-            cannot be stacked), ``"vmap"``, or ``"auto"``: stacked where it can be built and
-            reproduces every model's output on ``inputs``, else ``vmap``.
+            cannot be stacked, ``RuntimeError`` if a parameter gets no gradient in a step),
+            ``"vmap"``, or ``"auto"``: stacked where it can be built, reproduces every model's
+            output on ``inputs`` and every parameter gets a gradient in every step, else ``vmap``.
 
     Returns:
         :class:`TrainResult` with ``losses`` of shape ``(len(seeds), steps + 1)``; its ``engine``
@@ -482,8 +490,6 @@ def train_seeds(
     steps, lr, fn, optimizer, batch_size = _check_common(steps, lr, loss, optimizer, batch_size, data_seed)
     batched = _validate.boolean("batched", batched)
     _check_data(inputs, targets)
-    if not isinstance(batched, bool):
-        raise TypeError(f"batched must be a bool, got {type(batched).__name__}")
     engine = _validate.choice("engine", engine, ENGINES)
     models = []
     for seed in seeds:
@@ -496,38 +502,61 @@ def train_seeds(
         results = [train(m, inputs, targets, steps=steps, lr=lr, loss=loss, optimizer=optimizer, batch_size=batch_size, data_seed=data_seed) for m in models]
         return TrainResult(torch.cat([r.losses for r in results]), models, "loop")
 
+    run = dict(steps=steps, lr=lr, optimizer=optimizer, batch_size=batch_size, data_seed=data_seed)
     stacked = None
     if engine == "stacked":
         stacked = stack_models(models)
     elif engine == "auto":
         stacked = _stacked_engine(models, inputs)
     if stacked is not None:
-        params = [stacked.flat]
+        try:
+            losses = _fit_stacked(stacked, loss, inputs, targets, **run)
+        except _NoGradient as missing:
+            if engine == "stacked":
+                raise RuntimeError(
+                    f"the stacked engine cannot train this model: parameter {missing.name!r} got no gradient in step "
+                    f"{missing.step}, and in one flat optimiser step Adam's momentum would still move it (the loop "
+                    "leaves it alone); use engine='vmap' or 'auto'"
+                ) from None
+        else:
+            stacked.write_back(models)
+            return TrainResult(losses, models, "stacked")
+    return TrainResult(_fit_vmap(models, fn, inputs, targets, **run), models, "vmap")
 
-        def member_losses(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return _member_losses(loss, stacked(x), y)
 
-    else:
-        vparams, buffers = torch.func.stack_module_state(models)
-        base = copy.deepcopy(models[0]).to("meta")
+class _NoGradient(Exception):
+    """A parameter of the stacked network took no part in a step (see :func:`_fit_stacked`)."""
 
-        def run(p, b, x):
-            return torch.func.functional_call(base, (p, b), (x,))
+    def __init__(self, name: str, step: int) -> None:
+        super().__init__(name, step)
+        self.name, self.step = name, step
 
-        forward = torch.vmap(run, in_dims=(0, 0, None))
-        per_seed_loss = torch.vmap(lambda out, y: fn(out, y), in_dims=(0, None))
-        params = list(vparams.values())
 
-        def member_losses(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return per_seed_loss(forward(vparams, buffers, x), y)
-
+def _fit(
+    member_losses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    params: list[torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    optimizer: str,
+    batch_size: int | None,
+    data_seed: int,
+    members: int,
+    set_to_none: bool,
+    after_backward: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """The training loop shared by the batched engines; the per-member losses, ``(S, steps + 1)``."""
     opt = _make_optimizer(optimizer, params, lr)
-    losses = torch.empty(len(seeds), steps + 1)
+    losses = torch.empty(members, steps + 1)
     for step, idx in enumerate(_batches(inputs.shape[0], steps, batch_size, data_seed)):
         xb, yb = (inputs, targets) if idx is None else (inputs[idx], targets[idx])
-        opt.zero_grad(set_to_none=stacked is None)  # the stacked engine accumulates into flat.grad
+        opt.zero_grad(set_to_none=set_to_none)
         values = member_losses(xb, yb)
         values.sum().backward()
+        if after_backward is not None:
+            after_backward(step)
         if idx is None:
             losses[:, step] = values.detach()
         else:
@@ -536,10 +565,45 @@ def train_seeds(
         opt.step()
     with torch.no_grad():
         losses[:, steps] = member_losses(inputs, targets)
-        if stacked is not None:
-            stacked.write_back(models)
-        else:
-            for i, m in enumerate(models):
-                for name, p in m.named_parameters():
-                    p.copy_(vparams[name][i])
-    return TrainResult(losses, models, "stacked" if stacked is not None else "vmap")
+    return losses
+
+
+def _fit_stacked(stacked: StackedModels, loss: str, inputs: torch.Tensor, targets: torch.Tensor, **run) -> torch.Tensor:
+    """Train the stacked network; raises :class:`_NoGradient` if a parameter misses a step.
+
+    The optimiser sees one flat tensor, so it cannot leave out one parameter the way the loop's
+    optimiser skips a parameter whose gradient is ``None``. A hook on every parameter records
+    which ones received a gradient; if one did not, the run stops before the optimiser step.
+    """
+    touched: set[int] = set()
+    hooks = [view.register_post_accumulate_grad_hook(lambda _p, i=i: touched.add(i)) for i, (_, view) in enumerate(stacked.views)]
+
+    def check(step: int) -> None:
+        if len(touched) != len(stacked.views):
+            missing = next(i for i in range(len(stacked.views)) if i not in touched)
+            raise _NoGradient(stacked.views[missing][0], step)
+        touched.clear()
+
+    try:
+        return _fit(lambda x, y: _member_losses(loss, stacked(x), y), [stacked.flat], inputs, targets, members=stacked.members, set_to_none=False, after_backward=check, **run)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _fit_vmap(models: list[nn.Module], fn: Callable, inputs: torch.Tensor, targets: torch.Tensor, **run) -> torch.Tensor:
+    """Train the models with their parameters stacked and the forward pass mapped by :func:`torch.vmap`."""
+    vparams, buffers = torch.func.stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def one(p, b, x):
+        return torch.func.functional_call(base, (p, b), (x,))
+
+    forward = torch.vmap(one, in_dims=(0, 0, None))
+    per_seed_loss = torch.vmap(lambda out, y: fn(out, y), in_dims=(0, None))
+    losses = _fit(lambda x, y: per_seed_loss(forward(vparams, buffers, x), y), list(vparams.values()), inputs, targets, members=len(models), set_to_none=True, **run)
+    with torch.no_grad():
+        for i, m in enumerate(models):
+            for name, p in m.named_parameters():
+                p.copy_(vparams[name][i])
+    return losses
