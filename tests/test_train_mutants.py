@@ -252,13 +252,13 @@ def test_adam_leaves_parameters_without_gradient_in_a_step_untouched():
     assert vmapped.engine == "vmap"
     assert [m.b.weight.item() for m in vmapped.models] == pytest.approx([0.1, 0.1], rel=1e-6)
     # "auto": the stack passes the output check (on copies: the counters are not advanced),
-    # then b gets no gradient in step 0, so it starts again on vmap and matches the loop
+    # then step 1 trains b instead of a, so it starts again on vmap and matches the loop
     auto = train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1)
     assert auto.engine == "vmap"
     assert torch.allclose(auto.losses, loop.losses, rtol=1e-6)
     assert [m.b.weight.item() for m in auto.models] == pytest.approx([0.1, 0.1], rel=1e-6)
     assert [m.a.weight.item() for m in auto.models] == pytest.approx([m.a.weight.item() for m in loop.models], rel=1e-6)
-    with pytest.raises(RuntimeError, match=r"parameter 'b.weight' got no gradient in step 0.*engine='vmap'"):
+    with pytest.raises(RuntimeError, match=r"parameter 'a.weight' gets a gradient in some steps and not in others \(step 1 differs.*engine='vmap'"):
         train.train_seeds(lambda s: _Alternating(), [0, 1], x, y, steps=3, lr=0.1, engine="stacked")
 
 
@@ -304,3 +304,43 @@ def test_stacked_models_name_their_parameter_views():
     assert all(v.data_ptr() >= stacked.flat.data_ptr() for _, v in stacked.views)
     bare = train.stack_models([nn.Linear(2, 2), nn.Linear(2, 2)])
     assert [name for name, _ in bare.views] == ["weight", "bias"]
+
+
+class _Unused(nn.Module):
+    """A trained layer, a frozen layer and a layer the forward pass never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = nn.Linear(1, 3)
+        self.frozen.requires_grad_(False)
+        self.head = nn.Linear(3, 1)
+        self.spare = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.frozen(x)))
+
+
+def test_stacked_engine_keeps_frozen_and_unused_parameters_as_the_loop_does():
+    x, y = _line_data()
+    kw = dict(steps=6, lr=0.1)
+    loop = train.train_seeds(lambda s: _Unused(), [0, 1], x, y, batched=False, **kw)
+    stacked = train.train_seeds(lambda s: _Unused(), [0, 1], x, y, engine="stacked", **kw)
+    assert stacked.engine == "stacked"
+    assert torch.allclose(stacked.losses, loop.losses, rtol=1e-6)
+    for seed, (a, b) in enumerate(zip(stacked.models, loop.models)):
+        torch.manual_seed(seed)
+        fresh = _Unused()
+        for name in ("frozen.weight", "frozen.bias", "spare.weight", "spare.bias"):  # never moved
+            assert torch.equal(a.get_parameter(name), fresh.get_parameter(name)), name
+            assert torch.equal(b.get_parameter(name), fresh.get_parameter(name)), name
+        assert not a.frozen.weight.requires_grad and a.head.weight.requires_grad
+        assert not torch.equal(a.head.weight, fresh.head.weight)  # the head did train
+        assert torch.allclose(a.head.weight, b.head.weight, rtol=1e-6) and torch.allclose(a.head.bias, b.head.bias, rtol=1e-6)
+    stack = train.stack_models([_Unused(), _Unused()])
+    assert {name: view.requires_grad for name, view in stack.views} == {
+        "frozen.weight": False, "frozen.bias": False, "head.weight": True, "head.bias": True, "spare.weight": True, "spare.bias": True,
+    }
+    thawed = _Unused()
+    thawed.frozen.requires_grad_(True)
+    with pytest.raises(ValueError, match=r"models\[1\] differs from models\[0\] in whether parameter frozen.weight is trained"):
+        train.stack_models([_Unused(), thawed])

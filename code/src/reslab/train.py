@@ -20,10 +20,11 @@ alone (up to float rounding in the batched products). Two batched engines:
 
 ``engine="auto"`` (the default) takes the stacked engine when the network can be stacked and,
 on the data, gives every seed the output its own model gives; otherwise ``vmap``. One case
-the stacked engine cannot follow: a parameter that takes no part in some step (its gradient is
-``None``). The loop's optimiser skips it, but an optimiser over one flat tensor would move it
-by Adam's momentum; the stacked engine detects this before the optimiser step, and ``"auto"``
-then starts again with ``vmap`` (``"stacked"`` raises ``RuntimeError``).
+the stacked engine cannot follow: a parameter that takes part in some steps and not in others
+(its gradient is ``None`` in some). The loop's optimiser skips it in those steps, but an
+optimiser over one flat tensor would move it by Adam's momentum; the stacked engine detects
+this before the optimiser step, and ``"auto"`` then starts again with ``vmap`` (``"stacked"``
+raises ``RuntimeError``). Frozen parameters (``requires_grad=False``) stay frozen.
 ``batched=False`` runs the plain Python loop of :func:`train`, for comparison.
 """
 
@@ -337,7 +338,7 @@ class StackedModels(nn.Module):
         start = 0
         for prefix, module, name, p in owners:
             n = p.numel()
-            view = nn.Parameter(self.flat[start : start + n].view(p.shape))
+            view = nn.Parameter(self.flat[start : start + n].view(p.shape), requires_grad=p.requires_grad)
             view.grad = self.flat.grad[start : start + n].view(p.shape)
             setattr(module, name, view)
             self.views.append((f"{prefix}.{name}" if prefix else name, view))
@@ -397,6 +398,8 @@ def stack_models(models: Sequence[nn.Module]) -> StackedModels:
             for pname, p in module.named_parameters(recurse=False):
                 if getattr(mods[name], pname).shape != p.shape:
                     raise ValueError(f"models[{i}] differs from models[0] in the shape of parameter {name}.{pname}")
+                if getattr(mods[name], pname).requires_grad != p.requires_grad:
+                    raise ValueError(f"models[{i}] differs from models[0] in whether parameter {name}.{pname} is trained (requires_grad)")
             for bname, buf in module.named_buffers(recurse=False):
                 other = getattr(mods[name], bname)
                 if other.shape != buf.shape or not torch.equal(other, buf):
@@ -413,6 +416,9 @@ def stack_models(models: Sequence[nn.Module]) -> StackedModels:
         network = _STACKABLE[type(network)](models)
     for module in network.modules():
         module.members = len(models)
+    frozen = {name for name, p in first.named_parameters() if not p.requires_grad}
+    for name, p in network.named_parameters():
+        p.requires_grad_(name not in frozen)  # a frozen parameter stays frozen in the stack
     return StackedModels(network, len(models))
 
 
@@ -476,9 +482,10 @@ def train_seeds(
         inputs, targets, steps, lr, loss, optimizer, batch_size, data_seed: as for :func:`train`.
         batched: ``False`` trains the models one after the other with :func:`train`.
         engine: ``"stacked"`` (:func:`stack_models`; raises ``TypeError`` if the architecture
-            cannot be stacked, ``RuntimeError`` if a parameter gets no gradient in a step),
-            ``"vmap"``, or ``"auto"``: stacked where it can be built, reproduces every model's
-            output on ``inputs`` and every parameter gets a gradient in every step, else ``vmap``.
+            cannot be stacked, ``RuntimeError`` if a parameter gets a gradient in some steps and
+            not in others), ``"vmap"``, or ``"auto"``: stacked where it can be built, reproduces
+            every model's output on ``inputs`` and the same parameters train in every step,
+            else ``vmap``.
 
     Returns:
         :class:`TrainResult` with ``losses`` of shape ``(len(seeds), steps + 1)``; its ``engine``
@@ -514,9 +521,9 @@ def train_seeds(
         except _NoGradient as missing:
             if engine == "stacked":
                 raise RuntimeError(
-                    f"the stacked engine cannot train this model: parameter {missing.name!r} got no gradient in step "
-                    f"{missing.step}, and in one flat optimiser step Adam's momentum would still move it (the loop "
-                    "leaves it alone); use engine='vmap' or 'auto'"
+                    f"the stacked engine cannot train this model: parameter {missing.name!r} gets a gradient in some "
+                    f"steps and not in others (step {missing.step} differs from step 0); in one flat optimiser step "
+                    "Adam's momentum would move it where the loop leaves it alone; use engine='vmap' or 'auto'"
                 ) from None
         else:
             stacked.write_back(models)
@@ -547,7 +554,7 @@ def _fit(
     set_to_none: bool,
     after_backward: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """The training loop shared by the batched engines; the per-member losses, ``(S, steps + 1)``."""
+    """The training loop of every engine; returns the per-member losses, ``(members, steps + 1)``."""
     opt = _make_optimizer(optimizer, params, lr)
     losses = torch.empty(members, steps + 1)
     for step, idx in enumerate(_batches(inputs.shape[0], steps, batch_size, data_seed)):
@@ -569,19 +576,27 @@ def _fit(
 
 
 def _fit_stacked(stacked: StackedModels, loss: str, inputs: torch.Tensor, targets: torch.Tensor, **run) -> torch.Tensor:
-    """Train the stacked network; raises :class:`_NoGradient` if a parameter misses a step.
+    """Train the stacked network; raises :class:`_NoGradient` if the parameters that get a
+    gradient change from one step to another.
 
     The optimiser sees one flat tensor, so it cannot leave out one parameter the way the loop's
-    optimiser skips a parameter whose gradient is ``None``. A hook on every parameter records
-    which ones received a gradient; if one did not, the run stops before the optimiser step.
+    optimiser skips a parameter whose gradient is ``None``. A parameter that gets no gradient
+    in *any* step is harmless: its gradient stays zero, so are Adam's moments, and its update
+    is exactly zero, as in the loop. One that takes part in some steps and not in others is
+    not: momentum would move it, and Adam's step count would differ from the loop's. A hook on
+    every trained parameter records which received a gradient; if that set is not the one of
+    step 0, the run stops before the optimiser step.
     """
+    trained = [i for i, (_, view) in enumerate(stacked.views) if view.requires_grad]
     touched: set[int] = set()
-    hooks = [view.register_post_accumulate_grad_hook(lambda _p, i=i: touched.add(i)) for i, (_, view) in enumerate(stacked.views)]
+    hooks = [stacked.views[i][1].register_post_accumulate_grad_hook(lambda _p, i=i: touched.add(i)) for i in trained]
+    first: set[int] = set()
 
     def check(step: int) -> None:
-        if len(touched) != len(stacked.views):
-            missing = next(i for i in range(len(stacked.views)) if i not in touched)
-            raise _NoGradient(stacked.views[missing][0], step)
+        if step == 0:
+            first.update(touched)
+        elif touched != first:
+            raise _NoGradient(stacked.views[min(touched ^ first)][0], step)
         touched.clear()
 
     try:
