@@ -191,7 +191,10 @@ def random_jacobian_lognorms(depth: int, width: int, draws: int, seed: int = 0, 
     v = torch.randn(draws, width, 1, generator=gen, dtype=torch.float64)
     v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
     log_scale = torch.zeros(draws, dtype=torch.float64)
-    std = gain * math.sqrt(2.0 / width)
+    # The gain is factored out: W = gain * W~ has the ReLU masks of W~ (gain > 0), so the product
+    # is gain^depth times that of the gain-1 stack, added as depth * log(gain) at the end. Any
+    # gain then gives a finite answer, where gain * W~ itself would overflow or underflow.
+    std = math.sqrt(2.0 / width)
     for _ in range(depth):
         w = torch.randn(draws, width, width, generator=gen, dtype=torch.float64) * std
         z = w @ h
@@ -203,5 +206,5 @@ def random_jacobian_lognorms(depth: int, width: int, draws: int, seed: int = 0, 
         v = v / norm.clamp_min(1e-300)
         hn = torch.linalg.vector_norm(h, dim=1, keepdim=True).clamp_min(1e-300)
         h = h / hn * math.sqrt(width)  # rescaling h leaves the ReLU masks unchanged
-    return log_scale
+    return log_scale + depth * math.log(gain)
 from .paths import branch_factors, enumerate_paths, input_gradient, path_length_decomposition, sample_path_norms, lesion_accuracies, lesion_study, compare_fixes  # noqa: E402,F401  (chapter 3: reslab.paths)

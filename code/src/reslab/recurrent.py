@@ -192,9 +192,7 @@ class RecurrentCell(nn.Module):
         w_t, _ = self._hh_views()
         if w_t.dim() == 2:
             return torch.addmm(base, h, w_t)
-        if base.dim() == 2:  # an ensemble's bias (M, GH)
-            base = base.unsqueeze(1)
-        return torch.baddbmm(base, h, w_t)
+        return torch.baddbmm(base, h, w_t)  # an ensemble: base (M, B, GH), h (M, B, H)
 
     def _recurrent(self, h: torch.Tensor) -> torch.Tensor:
         """:math:`W_{hh} h + b_{hh}` in one fused call (for the GRU, whose reset gate multiplies it)."""

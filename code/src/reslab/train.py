@@ -298,8 +298,8 @@ def _check_stackable(name: str, module: nn.Module) -> None:
     kind = type(module)
     if kind is nn.Conv2d and (module.padding_mode != "zeros" or module.groups != 1 or isinstance(module.padding, str)):
         raise TypeError(f"cannot stack the nn.Conv2d at {where!r}: only zero padding given as numbers and groups=1")
-    if kind is nn.LayerNorm and len(module.normalized_shape) != 1:
-        raise TypeError(f"cannot stack the nn.LayerNorm at {where!r}: only a normalisation over the last axis")
+    if kind is nn.LayerNorm and module.weight is not None and len(module.normalized_shape) != 1:
+        raise TypeError(f"cannot stack the nn.LayerNorm at {where!r}: a normalisation with weights must be over the last axis only")
     if kind is nn.Embedding and (module.padding_idx is not None or module.max_norm is not None or module.sparse or module.scale_grad_by_freq):
         raise TypeError(f"cannot stack the nn.Embedding at {where!r}: only a plain table (no padding_idx, max_norm, sparse or scaled gradients)")
     if kind in _STACKABLE:
@@ -364,8 +364,8 @@ def stack_models(models: Sequence[nn.Module]) -> StackedModels:
     """``S`` models of one architecture as one :class:`StackedModels` (the ``"stacked"`` engine).
 
     Every ``nn.Linear``, ``nn.Conv2d`` (zero padding, one group), ``nn.LayerNorm`` (over the
-    last axis) and ``nn.Embedding`` (a plain table) of the first model is replaced by a layer
-    holding all members' weights; every other module is kept, shared, and runs on activations
+    last axis; one without weights is kept as it is) and ``nn.Embedding`` (a plain table) of
+    the first model is replaced by a layer holding all members' weights; every other module is kept, shared, and runs on activations
     that carry the member axis in front, ``(S, N, ...)``. So the architecture may contain any
     parameter-free modules and code (activations, additions, gates, attention, flattening over
     the trailing axes). A module may hold parameters itself only if it names them in a class
@@ -405,14 +405,16 @@ def stack_models(models: Sequence[nn.Module]) -> StackedModels:
                 if other.shape != buf.shape or not torch.equal(other, buf):
                     raise ValueError(f"models[{i}] differs from models[0] in buffer {name}.{bname}: buffers are shared, not stacked")
     network = copy.deepcopy(first)
-    for name in [name for name, module in network.named_modules() if name and type(module) in _STACKABLE]:
+    # a layer without weights (a LayerNorm with elementwise_affine=False) runs unchanged
+    stack = [name for name, module in network.named_modules() if type(module) in _STACKABLE and next(module.parameters(), None) is not None]
+    for name in [name for name in stack if name]:
         parent_name, _, child = name.rpartition(".")
         parent = network.get_submodule(parent_name) if parent_name else network
         setattr(parent, child, _STACKABLE[type(getattr(parent, child))]([mods[name] for mods in per_model]))
     for name, module in network.named_modules():
         for pname in _own_stacked(module):
             setattr(module, pname, nn.Parameter(torch.stack([getattr(mods[name], pname).detach() for mods in per_model])))
-    if type(network) in _STACKABLE:  # a bare layer
+    if "" in stack:  # a bare layer
         network = _STACKABLE[type(network)](models)
     for module in network.modules():
         module.members = len(models)
@@ -440,7 +442,8 @@ def _stacked_engine(models: list[nn.Module], inputs: torch.Tensor) -> StackedMod
         return None
     if out.shape != ref.shape:
         return None
-    scale = float(ref.abs().nan_to_num(0.0, 0.0, 0.0).max()) if ref.numel() else 0.0
+    # the largest finite |output|: NaN -> 0 (nan_to_num's default) and +inf -> 0 (|ref| holds no -inf)
+    scale = float(ref.abs().nan_to_num(posinf=0.0).max()) if ref.numel() else 0.0
     if not torch.allclose(out, ref, rtol=1e-4, atol=1e-6 * max(scale, 1.0), equal_nan=True):
         return None
     return stack_models(models)
@@ -532,10 +535,10 @@ def train_seeds(
 
 
 class _NoGradient(Exception):
-    """A parameter of the stacked network took no part in a step (see :func:`_fit_stacked`)."""
+    """A parameter of the stacked network got a gradient in some steps and not in others (see :func:`_fit_stacked`)."""
 
     def __init__(self, name: str, step: int) -> None:
-        super().__init__(name, step)
+        super().__init__()  # caught inside train_seeds: only name and step are read
         self.name, self.step = name, step
 
 
