@@ -75,10 +75,11 @@ def test_figure_png_on_the_shared_canvas_gives_the_bytes_of_a_fresh_canvas():
 
 
 def test_style_uses_colourblind_palette_and_opaque_background():
-    plots.use_style()
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    assert cycle[:3] == [plots.PALETTE["blue"], plots.PALETTE["orange"], plots.PALETTE["green"]]
-    assert plt.rcParams["savefig.facecolor"] == "white"
+    with plt.rc_context():  # the style must not leak into later tests
+        plots.use_style()
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        assert cycle[:3] == [plots.PALETTE["blue"], plots.PALETTE["orange"], plots.PALETTE["green"]]
+        assert plt.rcParams["savefig.facecolor"] == "white"
     assert plots.decades([1e-3, 1.0, 0.0, float("inf")]) == pytest.approx(3.0)
     # fewer than two positive finite values span no decades (an all-overflowed series is not "3 decades")
     assert plots.decades([]) == plots.decades([5.0]) == plots.decades([0.0, float("inf"), float("nan")]) == 0.0
@@ -212,13 +213,16 @@ def test_layer_norm_figure_family_colours_only_for_a_two_way_comparison():
 
 
 def test_layer_norm_figure_draws_into_a_given_axes_and_legend_avoids_the_data():
-    with plt.rc_context({"legend.loc": "upper left"}):
+    # in the book's style (as after reslab.setup()), with a default legend place that would sit on the data
+    with plt.rc_context():
+        plots.use_style()
+        plt.rcParams["legend.loc"] = "upper left"
         fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
         out = plots.layer_norm_figure({"a rather long legend label": list(np.logspace(0, -9, 10))}, title="t", ax=right)
-    assert out is fig and left.get_lines() == [] and len(right.get_lines()) == 1
-    fig.canvas.draw()
-    box = right.get_legend().get_window_extent()
-    assert not any(box.contains(px, py) for px, py in _display(right.get_lines()[0]))  # loc="best"
+        assert out is fig and left.get_lines() == [] and len(right.get_lines()) == 1
+        fig.canvas.draw()
+        box = right.get_legend().get_window_extent()
+        assert not any(box.contains(px, py) for px, py in _display(right.get_lines()[0]))  # loc="best"
     plt.close(fig)
 
 

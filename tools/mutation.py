@@ -136,9 +136,20 @@ def _staged_test(path: Path) -> bytes:
 
 
 def run(children: int, names: list[str] = ()) -> int:
+    """Run mutmut; 0 or 1 when the run completed, 2 when it stopped before testing mutants.
+
+    mutmut first runs the selected tests without a mutant. If one fails there, it prints
+    "Failed to run clean test" and exits with 1, the code it also uses for a completed run, so
+    the output is read: otherwise the stale results would be reported as if re-tested.
+    """
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", MPLBACKEND="Agg")
     mutmut = Path(sys.executable).parent / "mutmut"
-    return subprocess.call([str(mutmut), "run", "--max-children", str(children), *names], cwd=STAGE, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run([str(mutmut), "run", "--max-children", str(children), *names], cwd=STAGE, env=env, capture_output=True, text=True, errors="replace")
+    if "Failed to run clean test" in done.stdout:
+        failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        print("mutmut: a test fails without any mutant (in mutmut's order of the selected tests):", *failed, sep="\n  ", file=sys.stderr)
+        return 2
+    return done.returncode
 
 
 # --- reading the results ----------------------------------------------------------------------
@@ -301,6 +312,7 @@ def _main(args: argparse.Namespace) -> int:
             print("mutmut failed", file=sys.stderr)
             return 2
         again = sorted(before & {r["key"] for r in load_results() if r["status"] not in (KILLED, TIMEOUT)})
+        print(f"re-testing {len(again)} earlier survivors against the current tests", flush=True)
         if again and run(args.children, again) not in (0, 1):
             print("mutmut failed", file=sys.stderr)
             return 2
