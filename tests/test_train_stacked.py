@@ -284,6 +284,7 @@ def test_stacked_engine_check_leaves_the_models_state_alone():
 def test_layer_norm_without_weights_runs_unchanged_in_the_stack():
     from reslab import paths
 
+    torch.manual_seed(7)
     x = torch.randn(24, 6)
     y = torch.randn(24, 6)
     build = lambda s: paths.fix_stack("pre-LN", 4, 6)  # noqa: E731  (LayerNorm(elementwise_affine=False))
