@@ -614,9 +614,12 @@ def final_states(cell: RecurrentCell, xs: torch.Tensor, lengths: Sequence[int]) 
     if lengths[-1] > xs.shape[1]:
         raise ValueError(f"lengths must be at most the sequence length {xs.shape[1]}, got {lengths[-1]}")
     b, _, d = xs.shape
-    t_max = lengths[-1]
-    flat = xs[:, :t_max].reshape(1, b * t_max, d).expand(cell.members, b * t_max, d)
-    a_x = cell._input_preact(flat).reshape(cell.members, b, t_max, -1).movedim(2, 0)  # (T, M, B, GH)
+    # the input products of each stretch of steps, for the members still running only: no
+    # member's product is computed past its own length, and the backward pass of a stretch
+    # touches tensors of the stretch's size (slices of one big product would each send back a
+    # gradient of the whole product's size)
+    w_ih = cell.weight_ih
+    b_ih = cell.bias_ih + cell.bias_hh if cell._fold_hh_bias else cell.bias_ih
     state = cell.init_state(b, xs.dtype)
     out, lo, start = [], 0, 0
     with cell._prepared():
@@ -624,7 +627,9 @@ def final_states(cell: RecurrentCell, xs: torch.Tensor, lengths: Sequence[int]) 
         for end in sorted(set(lengths)):
             if lo:  # the members still running: one slice per stretch, not per step
                 cell._hh = (w_t[lo:], bias[lo:])
-            for a_t in cell._step_inputs(a_x[start:end, lo:]):
+            steps = xs[:, start:end].transpose(0, 1).reshape((end - start) * b, d)  # time-major rows
+            a_x = _linear(steps, w_ih[lo:], b_ih[lo:]).unflatten(1, (end - start, b)).movedim(1, 0)  # (T', M', B, GH)
+            for a_t in cell._step_inputs(a_x):
                 state = cell._update(a_t, state)
             done = lengths.count(end)
             out.append(cell.hidden(state)[:done])
